@@ -1,0 +1,39 @@
+//! `gpufleet`: the one binary of the project.
+//!
+//! Each subcommand is a thin shell over a library crate (see DESIGN.md): it parses arguments,
+//! calls the crate, and prints or serves the result. Library crates never print.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// GPU fleet scheduler and capacity planner for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "gpufleet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every gpufleet CustomResourceDefinition as YAML (what charts/gpufleet/crds holds).
+    Crds(cli::crds::CrdsArgs),
+    /// Capacity planning: split money and GPUs between pre-training, post-training and
+    /// test-time compute over time (scenarios, scaling laws, an LP with shadow prices).
+    Plan(cli::plan::PlanArgs),
+    /// Node agent: read GPUs through NVML (or a simulation) and publish telemetry and health.
+    Agent(cli::agent::AgentArgs),
+    /// Replay a workload through the placement engine without a cluster; compare strategies.
+    Simulate(cli::simulate::SimulateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds(args) => cli::crds::run(&args),
+        Command::Plan(args) => cli::plan::run(args),
+        Command::Agent(args) => cli::agent::run(&args),
+        Command::Simulate(args) => cli::simulate::run(&args),
+    }
+}
