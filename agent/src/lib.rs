@@ -53,6 +53,15 @@ pub enum Error {
     /// NVML could not count the GPUs.
     #[error("could not count GPUs through NVML: {0}")]
     CountDevices(#[source] nvml_wrapper::error::NvmlError),
+    /// A GPU handle could not be had.
+    #[error("could not open GPU {index} through NVML: {source}")]
+    OpenDevice {
+        /// NVML index.
+        index: u32,
+        /// NVML's error.
+        #[source]
+        source: nvml_wrapper::error::NvmlError,
+    },
     /// Waiting on the NVML event set failed.
     #[error("could not wait for NVML events: {0}")]
     WaitForEvents(#[source] nvml_wrapper::error::NvmlError),

@@ -367,6 +367,64 @@ pub fn event_type_names(types: EventTypes) -> Vec<String> {
         .collect()
 }
 
+impl NvmlSource {
+    /// Mean wall time of each NVML call the sampler makes, over `repeats` calls on GPU
+    /// `index`: tells which readings dominate the agent's CPU budget on a real driver.
+    pub fn call_costs(&self, index: u32, repeats: u32) -> Result<BTreeMap<String, Duration>> {
+        fn time<T>(repeats: u32, mut call: impl FnMut() -> T) -> Duration {
+            let started = std::time::Instant::now();
+            for _ in 0..repeats {
+                std::hint::black_box(call());
+            }
+            started.elapsed() / repeats.max(1)
+        }
+        let device = self
+            .nvml
+            .device_by_index(index)
+            .map_err(|source| Error::OpenDevice { index, source })?;
+        let fields: Vec<FieldId> = [
+            FIELD_PCIE_REPLAY_COUNTER,
+            FIELD_REMAPPED_CORRECTABLE,
+            FIELD_REMAPPED_UNCORRECTABLE,
+            FIELD_REMAPPED_PENDING,
+            FIELD_REMAPPED_FAILURE,
+        ]
+        .iter()
+        .map(|id| FieldId(*id))
+        .collect();
+        let mut costs = BTreeMap::new();
+        let mut record = |name: &str, cost: Duration| {
+            costs.insert(name.to_owned(), cost);
+        };
+        record("device_count", time(repeats, || self.nvml.device_count()));
+        record("device_by_index", time(repeats, || self.nvml.device_by_index(index).is_ok()));
+        record("memory_info", time(repeats, || device.memory_info()));
+        record("utilization_rates", time(repeats, || device.utilization_rates()));
+        record("temperature", time(repeats, || device.temperature(TemperatureSensor::Gpu)));
+        record("power_usage", time(repeats, || device.power_usage()));
+        record("enforced_power_limit", time(repeats, || device.enforced_power_limit()));
+        record("total_energy_consumption", time(repeats, || device.total_energy_consumption()));
+        record("clock_info_sm", time(repeats, || device.clock_info(Clock::SM)));
+        record("clock_info_memory", time(repeats, || device.clock_info(Clock::Memory)));
+        record("current_throttle_reasons", time(repeats, || device.current_throttle_reasons()));
+        record(
+            "total_ecc_errors_x4",
+            time(repeats, || {
+                (
+                    device.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile),
+                    device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile),
+                    device.total_ecc_errors(MemoryError::Corrected, EccCounter::Aggregate),
+                    device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Aggregate),
+                )
+            }),
+        );
+        record("field_values_x5", time(repeats, || device.field_values_for(&fields).is_ok()));
+        record("mig_mode", time(repeats, || device.mig_mode()));
+        record("running_compute_processes", time(repeats, || device.running_compute_processes()));
+        Ok(costs)
+    }
+}
+
 impl GpuSource for NvmlSource {
     fn driver(&self) -> DriverInfo {
         DriverInfo {

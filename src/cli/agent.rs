@@ -1,17 +1,29 @@
 //! `gpufleet agent`: the node agent's commands.
 //!
-//! `probe` reads a real machine's GPUs through NVML once and writes what it read as a fixture
-//! that the stand-in libnvidia-ml (`GPUFLEET_NVML_FIXTURE`) and the replay source play back.
+//! - `run` samples a source (NVML, simulated, or a replayed fixture), grades health and serves
+//!   `/metrics`, `/healthz`, `/readyz`.
+//! - `probe` reads a real machine's GPUs through NVML once and writes what it read as a fixture
+//!   that the stand-in libnvidia-ml (`GPUFLEET_NVML_FIXTURE`) and `--fixture` play back.
+//! - `bench` runs the sampler for a while and reports its CPU time and peak RSS (the agent's
+//!   budget: < 1% of a core and < 20 MiB at 1 Hz on 8 GPUs).
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use gpufleet_agent::GpuSource;
 use gpufleet_agent::fixture::{self, ProbePlan};
+use gpufleet_agent::health::HealthPolicy;
 use gpufleet_agent::nvml::{DEFAULT_NVML_LIBRARY, NvmlSource};
+use gpufleet_agent::sampler::Sampler;
+use gpufleet_agent::server::MetricsServer;
+use gpufleet_agent::source::SourceSpec;
 
 /// Arguments of `gpufleet agent`.
 #[derive(Debug, Args)]
@@ -22,9 +34,73 @@ pub(crate) struct AgentArgs {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
+    /// Sample the GPUs, grade their health and serve Prometheus metrics (dcgm-exporter names).
+    Run(RunArgs),
     /// Read inventory, samples and events from the GPUs through NVML and write them as JSON (a
     /// fixture the stand-in NVML can replay). Readings that fail are recorded, never fatal.
     Probe(ProbeArgs),
+    /// Sample for a while and report the agent's CPU time and peak memory.
+    Bench(BenchArgs),
+}
+
+/// Where GPU readings come from.
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
+    /// NVML library to load (default: libnvidia-ml.so.1 through the dynamic linker). The
+    /// stand-in libgpufleet_nvml_standin.so works here too.
+    #[arg(long, value_name = "PATH", env = "GPUFLEET_NVML_LIB")]
+    nvml_lib: Option<PathBuf>,
+    /// Simulate this machine preset instead of reading NVML (dgx_h100, dgx_h200, hgx_b200,
+    /// l40s_box, mixed).
+    #[arg(long, value_name = "PRESET", conflicts_with_all = ["nvml_lib", "fixture"])]
+    simulate: Option<String>,
+    /// Fault script for --simulate, e.g. `xid:79@gpu3@t=5s,foreign:20000@gpu0@t=10s`.
+    #[arg(long, value_name = "SCRIPT", default_value = "", requires = "simulate")]
+    faults: String,
+    /// Replay a fixture written by `gpufleet agent probe`.
+    #[arg(long, value_name = "FILE", conflicts_with = "nvml_lib")]
+    fixture: Option<PathBuf>,
+    /// This node's name (the GpuNode name, the `Hostname` label).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+}
+
+impl SourceArgs {
+    fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(fixture::hostname)
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
+
+    fn spec(&self) -> SourceSpec {
+        if let Some(preset) = &self.simulate {
+            SourceSpec::Simulated {
+                preset: preset.clone(),
+                faults: self.faults.clone(),
+                node: self.node_name(),
+            }
+        } else if let Some(path) = &self.fixture {
+            SourceSpec::Fixture { path: path.clone() }
+        } else {
+            SourceSpec::Nvml {
+                library: self.nvml_lib.clone(),
+            }
+        }
+    }
+}
+
+/// Arguments of `gpufleet agent run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Milliseconds between samples.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Where to serve /metrics, /healthz and /readyz (dcgm-exporter's port by default).
+    #[arg(long, default_value = "0.0.0.0:9400")]
+    metrics_address: SocketAddr,
 }
 
 /// Arguments of `gpufleet agent probe`.
@@ -47,11 +123,49 @@ pub(crate) struct ProbeArgs {
     output: Option<PathBuf>,
 }
 
+/// Arguments of `gpufleet agent bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Milliseconds between samples.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// How long to run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Also time each NVML call this many times on GPU 0 (NVML sources only).
+    #[arg(long, value_name = "REPEATS")]
+    call_costs: Option<u32>,
+}
+
 /// Runs an agent command.
 pub(crate) fn run(args: &AgentArgs) -> anyhow::Result<()> {
     match &args.command {
+        AgentCommand::Run(run) => run_agent(run),
         AgentCommand::Probe(probe) => run_probe(probe),
+        AgentCommand::Bench(bench) => run_bench(bench),
     }
+}
+
+fn open(source: &SourceArgs) -> anyhow::Result<Box<dyn GpuSource>> {
+    let spec = source.spec();
+    spec.open()
+        .with_context(|| format!("open the GPU source {}", spec.describe()))
+}
+
+fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
+    let node = args.source.node_name();
+    let sampler = Sampler::new(open(&args.source)?, &node, HealthPolicy::default());
+    let server = MetricsServer::start(args.metrics_address, sampler.view())?;
+    eprintln!(
+        "gpufleet agent: node {node}, source {}, metrics on http://{}/metrics",
+        args.source.spec().describe(),
+        server.address()
+    );
+    let stop = AtomicBool::new(false);
+    sampler.run(Duration::from_millis(args.interval_ms), &stop);
+    Ok(())
 }
 
 fn run_probe(args: &ProbeArgs) -> anyhow::Result<()> {
@@ -88,5 +202,88 @@ fn run_probe(args: &ProbeArgs) -> anyhow::Result<()> {
         fixture.errors.len(),
         fixture.probe_millis
     );
+    Ok(())
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture gpufleet runs on.
+    Some((user + system) / 100.0)
+}
+
+/// A `Vm…:` line of /proc/self/status in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let (Some(repeats), SourceSpec::Nvml { library }) = (args.call_costs, args.source.spec()) {
+        let source = NvmlSource::open(library.as_deref().map(std::path::Path::as_os_str))?;
+        let costs: std::collections::BTreeMap<String, f64> = source
+            .call_costs(0, repeats)?
+            .into_iter()
+            .map(|(name, cost)| (name, cost.as_secs_f64() * 1e6))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "call_costs_microseconds": costs })
+        );
+    }
+    let node = args.source.node_name();
+    let started = Instant::now();
+    let cpu_before = cpu_seconds();
+    let sampler = Sampler::new(open(&args.source)?, &node, HealthPolicy::default());
+    let view = sampler.view();
+    let init_seconds = started.elapsed().as_secs_f64();
+    let cpu_after_init = cpu_seconds();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler_stop = Arc::clone(&stop);
+    let interval = Duration::from_millis(args.interval_ms);
+    let thread = std::thread::spawn(move || sampler.run(interval, &sampler_stop));
+    let steady_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let steady_seconds = steady_started.elapsed().as_secs_f64();
+    let cpu_end = cpu_seconds();
+    let _ = thread.join();
+    // Render /metrics once, as a scrape would, so its cost shows in the peak memory.
+    let exposition = {
+        let view = view
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+        gpufleet_agent::metrics::render(&view)
+    };
+    let (samples, gpus) = {
+        let view = view
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+        (view.counters.samples, view.inventory.len())
+    };
+    let steady_cpu = cpu_end.zip(cpu_after_init).map(|(end, start)| end - start);
+    let report = serde_json::json!({
+        "source": args.source.spec().describe(),
+        "gpus": gpus,
+        "interval_ms": args.interval_ms,
+        "samples": samples,
+        "init_seconds": init_seconds,
+        "init_cpu_seconds": cpu_after_init.zip(cpu_before).map(|(end, start)| end - start),
+        "steady_seconds": steady_seconds,
+        "steady_cpu_seconds": steady_cpu,
+        "steady_core_percent": steady_cpu.map(|cpu| 100.0 * cpu / steady_seconds),
+        "rss_kib": status_kib("VmRSS:"),
+        "peak_rss_kib": status_kib("VmHWM:"),
+        "metrics_bytes": exposition.len(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

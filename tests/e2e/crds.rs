@@ -1,6 +1,7 @@
 //! The custom resources on a real apiserver: installation, validation messages, printer
 //! columns and the scale subresource.
 
+use anyhow::Context;
 use gpufleet_api::InferenceDeployment;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
@@ -23,24 +24,28 @@ fn valid_deployment(name: &str) -> Value {
     })
 }
 
-/// Sets `value` at a JSON pointer-like path of `/`-separated keys, creating objects on the way.
-fn with(mut object: Value, path: &str, value: Value) -> Value {
-    let mut cursor = &mut object;
+/// Sets `value` at a path of `/`-separated keys (`Value::Null` removes the key), creating
+/// objects on the way.
+fn with(mut object: Value, path: &str, value: Value) -> anyhow::Result<Value> {
     let keys: Vec<&str> = path.split('/').collect();
-    for key in &keys[..keys.len() - 1] {
+    let (last, parents) = keys.split_last().context("empty path")?;
+    let mut cursor = &mut object;
+    for key in parents {
         cursor = cursor
             .as_object_mut()
-            .expect("objects along the path")
+            .with_context(|| format!("{path}: {key} is not inside an object"))?
             .entry(key.to_string())
             .or_insert_with(|| json!({}));
     }
-    let last = keys[keys.len() - 1];
+    let parent = cursor
+        .as_object_mut()
+        .with_context(|| format!("{path}: parent is not an object"))?;
     if value.is_null() {
-        cursor.as_object_mut().expect("object").remove(last);
+        parent.remove(*last);
     } else {
-        cursor[last] = value;
+        parent.insert((*last).to_owned(), value);
     }
-    object
+    Ok(object)
 }
 
 #[tokio::test]
@@ -173,7 +178,7 @@ async fn invalid_deployments_are_rejected_with_messages_naming_the_field() -> an
             valid_deployment(&format!("bad-{index}")),
             path,
             value.clone(),
-        );
+        )?;
         let object: DynamicObject = serde_json::from_value(object)?;
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => failures.push(format!(

@@ -66,6 +66,7 @@ struct NodeState {
     gate: Option<RejectReason>,
     cpu_free: Option<i64>,
     memory_free: Option<i64>,
+    telemetry_observed_at_ms: Option<u64>,
     gpus: Vec<GpuState>,
     penalties: Vec<Penalties>,
     gpu_order: Vec<u8>,
@@ -304,7 +305,7 @@ impl Engine {
             shape_by_key: BTreeMap::new(),
         };
         for placement in &snapshot.placements {
-            engine.apply_existing(snapshot, placement)?;
+            engine.apply_existing(placement)?;
         }
         for node in &mut engine.nodes {
             node.fragmentation = engine.mix.fragmentation(&node.gpus, &Change::NONE);
@@ -312,11 +313,7 @@ impl Engine {
         Ok(engine)
     }
 
-    fn apply_existing(
-        &mut self,
-        snapshot: &FleetSnapshot,
-        placement: &crate::fleet::ExistingPlacement,
-    ) -> Result<()> {
+    fn apply_existing(&mut self, placement: &crate::fleet::ExistingPlacement) -> Result<()> {
         let invalid = |field: &str, problem: String| Error::InvalidPlacement {
             placement: placement.id.clone(),
             field: field.to_owned(),
@@ -349,11 +346,7 @@ impl Engine {
                 "is empty; list the device indices the replica holds".to_owned(),
             ));
         }
-        let observed_at = snapshot
-            .nodes
-            .iter()
-            .find(|node| node.name == placement.node)
-            .and_then(|node| node.telemetry_observed_at_ms);
+        let observed_at = self.nodes[node_index as usize].telemetry_observed_at_ms;
         // In flight: made too recently before the sample for its memory to show in it.
         let in_flight = observed_at.is_some_and(|observed| {
             placement
@@ -1051,6 +1044,7 @@ fn build_node(
         gate,
         cpu_free: node.cpu_milli.map(|cpu| cpu as i64),
         memory_free: node.memory_mib.map(|memory| memory as i64),
+        telemetry_observed_at_ms: node.telemetry_observed_at_ms,
         gpus,
         penalties,
         gpu_order,
