@@ -24,6 +24,12 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Node agent: read GPUs through NVML (or a simulation) and publish telemetry and health.
     Agent(cli::agent::AgentArgs),
+    /// Kubernetes operator: place InferenceDeployment replicas on GPUs from live telemetry,
+    /// replace failed ones, with leader election and metrics.
+    Operator(cli::operator::OperatorArgs),
+    /// Web dashboard: fleet heatmap, stranded capacity, placements, history and planner runs
+    /// (`--simulate` for a simulated fleet in memory, `--database-url` for PostgreSQL history).
+    Dashboard(cli::dashboard::DashboardArgs),
     /// Replay a workload through the placement engine without a cluster; compare strategies.
     Simulate(cli::simulate::SimulateArgs),
 }
@@ -34,6 +40,8 @@ fn main() -> anyhow::Result<()> {
         Command::Crds(args) => cli::crds::run(&args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Agent(args) => cli::agent::run(&args),
+        Command::Operator(args) => cli::operator::run(&args),
+        Command::Dashboard(args) => cli::dashboard::run(&args),
         Command::Simulate(args) => cli::simulate::run(&args),
     }
 }

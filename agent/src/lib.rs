@@ -20,11 +20,13 @@ pub mod health;
 pub mod metrics;
 pub mod nvml;
 pub mod preset;
+pub mod publisher;
 pub mod reading;
 pub mod sampler;
 pub mod server;
 pub mod simulated;
 pub mod source;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -86,6 +88,33 @@ pub enum Error {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The Node could not be read.
+    #[error("could not read Node {node}: {source}")]
+    ReadNode {
+        /// Node name.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The GpuNode could not be applied.
+    #[error("could not apply GpuNode {node}: {source}")]
+    PublishGpuNode {
+        /// Node name.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The Node's labels could not be applied.
+    #[error("could not label Node {node}: {source}")]
+    LabelNode {
+        /// Node name.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
     },
     /// A fixture file could not be read.
     #[error("could not read fixture {path}: {source}")]

@@ -30,6 +30,8 @@ pub struct AgentCounters {
     pub events: BTreeMap<String, u64>,
     /// GpuNode writes, by result (`ok`, `error`).
     pub publishes: BTreeMap<String, u64>,
+    /// The last failed write's error, for logs.
+    pub last_publish_error: Option<String>,
 }
 
 /// Everything the agent knows about its node now.

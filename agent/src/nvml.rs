@@ -397,16 +397,40 @@ impl NvmlSource {
             costs.insert(name.to_owned(), cost);
         };
         record("device_count", time(repeats, || self.nvml.device_count()));
-        record("device_by_index", time(repeats, || self.nvml.device_by_index(index).is_ok()));
+        record(
+            "device_by_index",
+            time(repeats, || self.nvml.device_by_index(index).is_ok()),
+        );
         record("memory_info", time(repeats, || device.memory_info()));
-        record("utilization_rates", time(repeats, || device.utilization_rates()));
-        record("temperature", time(repeats, || device.temperature(TemperatureSensor::Gpu)));
+        record(
+            "utilization_rates",
+            time(repeats, || device.utilization_rates()),
+        );
+        record(
+            "temperature",
+            time(repeats, || device.temperature(TemperatureSensor::Gpu)),
+        );
         record("power_usage", time(repeats, || device.power_usage()));
-        record("enforced_power_limit", time(repeats, || device.enforced_power_limit()));
-        record("total_energy_consumption", time(repeats, || device.total_energy_consumption()));
-        record("clock_info_sm", time(repeats, || device.clock_info(Clock::SM)));
-        record("clock_info_memory", time(repeats, || device.clock_info(Clock::Memory)));
-        record("current_throttle_reasons", time(repeats, || device.current_throttle_reasons()));
+        record(
+            "enforced_power_limit",
+            time(repeats, || device.enforced_power_limit()),
+        );
+        record(
+            "total_energy_consumption",
+            time(repeats, || device.total_energy_consumption()),
+        );
+        record(
+            "clock_info_sm",
+            time(repeats, || device.clock_info(Clock::SM)),
+        );
+        record(
+            "clock_info_memory",
+            time(repeats, || device.clock_info(Clock::Memory)),
+        );
+        record(
+            "current_throttle_reasons",
+            time(repeats, || device.current_throttle_reasons()),
+        );
         record(
             "total_ecc_errors_x4",
             time(repeats, || {
@@ -418,9 +442,15 @@ impl NvmlSource {
                 )
             }),
         );
-        record("field_values_x5", time(repeats, || device.field_values_for(&fields).is_ok()));
+        record(
+            "field_values_x5",
+            time(repeats, || device.field_values_for(&fields).is_ok()),
+        );
         record("mig_mode", time(repeats, || device.mig_mode()));
-        record("running_compute_processes", time(repeats, || device.running_compute_processes()));
+        record(
+            "running_compute_processes",
+            time(repeats, || device.running_compute_processes()),
+        );
         Ok(costs)
     }
 }

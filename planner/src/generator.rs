@@ -36,12 +36,12 @@ impl Size {
         segments: 10,
         models: 6,
     };
-    /// A hyperscaler: 16 GPU types × 80 quarters × 20 services × 10 levels × 20 segments
-    /// (≈ 290k variables).
+    /// A hyperscaler: 16 GPU types × 80 quarters × 24 services × 10 levels × 20 segments
+    /// (≈ 268k variables).
     pub const HYPERSCALE: Size = Size {
         gpus: 16,
         periods: 80,
-        services: 20,
+        services: 24,
         levels: 10,
         segments: 20,
         models: 12,

@@ -375,10 +375,12 @@ impl LinearProgram {
         let mut solution = model
             .solve()
             .map_err(|error| solve_error(choice, &error.to_string()))?;
-        let values: Vec<f64> = handles
-            .iter()
-            .map(|handle| solution.value(*handle))
-            .collect();
+        let values = self.polish(
+            handles
+                .iter()
+                .map(|handle| solution.value(*handle))
+                .collect(),
+        );
         let dual_values = solution.compute_dual();
         let duals = references
             .iter()
@@ -402,10 +404,12 @@ impl LinearProgram {
         let solution = model
             .solve()
             .map_err(|error| solve_error(choice, &error.to_string()))?;
-        let values: Vec<f64> = handles
-            .iter()
-            .map(|handle| solution.value(*handle))
-            .collect();
+        let values = self.polish(
+            handles
+                .iter()
+                .map(|handle| solution.value(*handle))
+                .collect(),
+        );
         let objective = self.objective.evaluate(&values);
         Ok(LinearSolution {
             solver: choice,
@@ -413,6 +417,22 @@ impl LinearProgram {
             duals: None,
             objective,
         })
+    }
+
+    /// Moves values that an interior-point solver left a hair outside their bounds (within
+    /// 1e-4 of the bound's scale) onto the bound. Larger violations are left for
+    /// [`Self::check`] to refuse; the rows are checked after this, so polishing cannot hide a
+    /// real violation.
+    fn polish(&self, mut values: Vec<f64>) -> Vec<f64> {
+        for (value, info) in values.iter_mut().zip(&self.variables) {
+            if *value < info.lower && info.lower - *value <= 1e-4 * (1.0 + info.lower.abs()) {
+                *value = info.lower;
+            }
+            if *value > info.upper && *value - info.upper <= 1e-4 * (1.0 + info.upper.abs()) {
+                *value = info.upper;
+            }
+        }
+        values
     }
 
     /// Solves with the chosen solver, checks the answer independently ([`Self::check`]) and
@@ -721,6 +741,20 @@ mod tests {
         assert!(message.contains("x+y"), "{message}");
         let mut solution = program.solve(SolverChoice::Clarabel).unwrap();
         solution.objective += 1.0;
+        assert!(program.check(&solution).is_err());
+    }
+
+    #[test]
+    fn polishing_moves_only_hairline_bound_violations() {
+        let (program, _) = small_program();
+        assert_eq!(program.polish(vec![-1e-7, 1.0]), vec![0.0, 1.0]);
+        assert_eq!(program.polish(vec![-0.5, 1.0]), vec![-0.5, 1.0]);
+        let solution = LinearSolution {
+            solver: SolverChoice::Clarabel,
+            values: vec![-0.5, 1.0],
+            duals: None,
+            objective: 0.5,
+        };
         assert!(program.check(&solution).is_err());
     }
 

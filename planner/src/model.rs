@@ -1086,24 +1086,33 @@ mod tests {
                 (clarabel.objective_musd - highs.objective_musd).abs() < 1e-5 * scale,
                 "{name}"
             );
-            // The capex and power prices are unique where they bind strictly; compare those.
-            for price in clarabel
-                .shadow_prices
+        }
+    }
+
+    #[cfg(feature = "highs")]
+    #[test]
+    fn highs_and_clarabel_agree_on_capex_shadow_prices_when_the_budget_binds() {
+        let scenario = with_budget(shipped("jevons"), 400.0);
+        let clarabel = plan(&scenario, SolverChoice::Clarabel).unwrap();
+        let highs = plan(&scenario, SolverChoice::Highs).unwrap();
+        let capex = |plan: &Plan| -> Vec<(String, f64)> {
+            plan.shadow_prices
                 .iter()
                 .filter(|price| price.kind == "capex dollar")
-            {
-                if let Some(other) = highs
-                    .shadow_prices
-                    .iter()
-                    .find(|other| other.kind == price.kind && other.label == price.label)
-                {
-                    assert!(
-                        (price.price - other.price).abs() < 1e-3 * (1.0 + price.price.abs()),
-                        "{name} {}",
-                        price.label
-                    );
-                }
-            }
+                .map(|price| (price.label.clone(), price.price))
+                .collect()
+        };
+        let (clarabel_prices, highs_prices) = (capex(&clarabel), capex(&highs));
+        assert!(!clarabel_prices.is_empty(), "the budget should bind");
+        for (label, price) in &clarabel_prices {
+            let other = highs_prices
+                .iter()
+                .find(|(other, _)| other == label)
+                .map_or(0.0, |(_, price)| *price);
+            assert!(
+                (price - other).abs() < 1e-3 * (1.0 + price.abs()),
+                "{label}: clarabel {price}, highs {other}"
+            );
         }
     }
 

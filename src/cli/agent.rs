@@ -21,9 +21,11 @@ use gpufleet_agent::GpuSource;
 use gpufleet_agent::fixture::{self, ProbePlan};
 use gpufleet_agent::health::HealthPolicy;
 use gpufleet_agent::nvml::{DEFAULT_NVML_LIBRARY, NvmlSource};
+use gpufleet_agent::publisher::Publisher;
 use gpufleet_agent::sampler::Sampler;
 use gpufleet_agent::server::MetricsServer;
 use gpufleet_agent::source::SourceSpec;
+use gpufleet_agent::status::PublishPolicy;
 
 /// Arguments of `gpufleet agent`.
 #[derive(Debug, Args)]
@@ -101,6 +103,13 @@ pub(crate) struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz (dcgm-exporter's port by default).
     #[arg(long, default_value = "0.0.0.0:9400")]
     metrics_address: SocketAddr,
+    /// Publish the node's GpuNode (and GFD-style labels) to the cluster in KUBECONFIG, or the
+    /// one the pod runs in.
+    #[arg(long)]
+    publish: bool,
+    /// Leave the Node's nvidia.com/ labels alone even when GPU Feature Discovery does not run.
+    #[arg(long, requires = "publish")]
+    no_node_labels: bool,
 }
 
 /// Arguments of `gpufleet agent probe`.
@@ -163,8 +172,39 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         args.source.spec().describe(),
         server.address()
     );
-    let stop = AtomicBool::new(false);
-    sampler.run(Duration::from_millis(args.interval_ms), &stop);
+    let interval = Duration::from_millis(args.interval_ms);
+    if !args.publish {
+        let stop = AtomicBool::new(false);
+        sampler.run(interval, &stop);
+        return Ok(());
+    }
+    let view = sampler.view();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler_stop = Arc::clone(&stop);
+    let sampler_thread = std::thread::Builder::new()
+        .name("gpufleet-sampler".to_owned())
+        .spawn(move || sampler.run(interval, &sampler_stop))
+        .context("start the sampler thread")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let source = args.source.spec().describe();
+    let labels = !args.no_node_labels;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("find the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
+        let publisher = Publisher::new(client, &node, &source, PublishPolicy::default(), labels);
+        let publisher_stop = Arc::clone(&stop);
+        tokio::select! {
+            () = publisher.run(view, &publisher_stop) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler_thread.join();
     Ok(())
 }
 

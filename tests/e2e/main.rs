@@ -6,4 +6,5 @@
 
 mod crds;
 mod nodes;
+mod operator;
 mod support;

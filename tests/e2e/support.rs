@@ -138,3 +138,175 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8(output.stdout)?)
 }
+
+/// Creates `count` KWOK GPU nodes named `<prefix>-<i>` with 8 H100s each, labelled
+/// `gpufleet.io/e2e-pool=<prefix>` so a test's deployments can keep to its own nodes, and a
+/// fresh GpuNode with healthy telemetry for each. Returns the node names.
+pub async fn create_gpu_pool(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    use gpufleet_api::GpuNode;
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for index in 0..count {
+        let name = format!("{prefix}-{index}");
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"kubernetes.io/hostname": name, "type": "kwok", "gpufleet.io/e2e-pool": prefix,
+                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8",
+                    "nvidia.com/gpu.memory": "81559"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {"capacity": {"cpu": "128", "memory": "2048Gi", "pods": "110", "nvidia.com/gpu": "8"},
+                       "allocatable": {"cpu": "126", "memory": "2000Gi", "pods": "110", "nvidia.com/gpu": "8"}}
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        let gpu_node: GpuNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
+            "metadata": {"name": name}, "spec": {"nodeName": name}
+        }))?;
+        gpu_nodes.create(&PostParams::default(), &gpu_node).await?;
+        set_gpu_health(client, &name, None).await?;
+        names.push(name);
+    }
+    for name in &names {
+        let nodes = nodes.clone();
+        let name = name.clone();
+        wait_until(
+            Duration::from_secs(60),
+            &format!("node {name} Ready"),
+            move || {
+                let nodes = nodes.clone();
+                let name = name.clone();
+                async move {
+                    let node = nodes.get(&name).await?;
+                    Ok(node
+                        .status
+                        .and_then(|s| s.conditions)
+                        .is_some_and(|conditions| {
+                            conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        }))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(names)
+}
+
+/// Writes the GpuNode status of `node` as its agent would: 8 healthy H100s with 80 GB free and
+/// a fresh heartbeat, except GPU `unhealthy` (if any), graded Unhealthy by an Xid 79.
+pub async fn set_gpu_health(
+    client: &Client,
+    node: &str,
+    unhealthy: Option<u32>,
+) -> anyhow::Result<()> {
+    use gpufleet_api::GpuNode;
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let gpus: Vec<serde_json::Value> = (0..8u32)
+        .map(|index| {
+            let health = if Some(index) == unhealthy {
+                serde_json::json!({"state": "Unhealthy", "reasons": [{"code": "Xid79",
+                    "message": "GPU has fallen off the bus", "severity": "Unhealthy", "needsReset": true}]})
+            } else {
+                serde_json::json!({"state": "Healthy"})
+            };
+            serde_json::json!({"index": index, "uuid": format!("GPU-{node}-{index}"),
+                "product": "NVIDIA-H100-80GB-HBM3", "memoryTotalMiB": 81559, "computeCapability": "9.0",
+                "nvlinkGroup": 0,
+                "telemetry": {"memoryFreeMiB": 80000, "memoryUsedMiB": 1559, "utilizationPercent": 0,
+                              "temperatureCelsius": 40, "powerWatts": 90.0, "powerLimitWatts": 700.0,
+                              "sampledAt": now},
+                "health": health})
+        })
+        .collect();
+    let status = serde_json::json!({
+        "apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
+        "status": {"gpus": gpus, "lastHeartbeatTime": now, "source": "e2e-test"}
+    });
+    gpu_nodes
+        .patch_status(
+            node,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the nodes and GpuNodes of a pool (best effort).
+pub async fn delete_gpu_pool(client: &Client, names: &[String]) {
+    use gpufleet_api::GpuNode;
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    for name in names {
+        let _ = nodes.delete(name, &DeleteParams::default()).await;
+        let _ = gpu_nodes.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+/// A running `gpufleet operator` process, killed when dropped.
+pub struct OperatorProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its Lease identity.
+    pub identity: String,
+}
+
+impl OperatorProcess {
+    /// Starts an operator scoped to `namespace`, electing through Lease `lease` in it; its log
+    /// goes to `$CARGO_TARGET_TMPDIR/<identity>.log`.
+    pub fn start(namespace: &str, lease: &str, identity: &str) -> anyhow::Result<Self> {
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log_path =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{identity}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpufleet"))
+            .args([
+                "operator",
+                "--namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+                "--lease-name",
+                lease,
+                "--identity",
+                identity,
+                "--lease-duration-seconds",
+                "10",
+                "--metrics-bind",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the operator (log: {})", log_path.display()))?;
+        Ok(Self {
+            child,
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Kills the process at once (SIGKILL: no chance to release anything).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

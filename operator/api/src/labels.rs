@@ -29,3 +29,16 @@ pub const REPLICA_LABEL: &str = "gpufleet.io/replica";
 pub const GPU_UUIDS_ANNOTATION: &str = "gpufleet.io/gpu-uuids";
 /// Annotation on Nodes that KWOK manages (test control plane only).
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+/// Annotation on Pods: the GPU device indices the replica holds, comma-separated.
+pub const GPU_INDICES_ANNOTATION: &str = "gpufleet.io/gpu-indices";
+/// Annotation on Pods: compute share per GPU in thousandths (1000 = a whole GPU).
+pub const GPU_MILLI_ANNOTATION: &str = "gpufleet.io/gpu-milli";
+/// Annotation on Pods: GPU memory reserved per GPU, MiB.
+pub const GPU_MEMORY_ANNOTATION: &str = "gpufleet.io/gpu-memory-mib";
+/// Annotation on Pods: when the placement was decided, milliseconds since the Unix epoch (shadow
+/// accounting compares it with the node's telemetry time).
+pub const PLACED_AT_ANNOTATION: &str = "gpufleet.io/placed-at-ms";
+/// Annotation on Pods: the placement's score breakdown as JSON, for `kubectl describe`.
+pub const SCORE_ANNOTATION: &str = "gpufleet.io/score";
+/// Scheduler name on gpufleet's Pods: they are bound by the operator, never by kube-scheduler.
+pub const SCHEDULER_NAME: &str = "gpufleet";

@@ -156,6 +156,15 @@ struct ShapeKey {
     headroom_mib: u64,
 }
 
+/// The result of walking a shape index for one request.
+struct Walk {
+    group: u32,
+    shape: usize,
+    chosen: Option<(u32, Candidate)>,
+    /// Feasible nodes the group checks rejected, per reason.
+    rejected: [u32; RejectReason::ALL.len()],
+}
+
 #[derive(Debug)]
 enum Entry {
     Feasible { cost: i64, candidate: Candidate },
@@ -424,36 +433,62 @@ impl Engine {
                 problem: "is already placed; replica names must be unique".to_owned(),
             });
         }
+        let walk = self.walk(request);
+        let Some((node, candidate)) = walk.chosen else {
+            return Ok(Outcome::Unplaceable(self.unplaceable(
+                request,
+                walk.shape,
+                &walk.rejected,
+            )));
+        };
+        Ok(Outcome::Placed(
+            self.apply_decision(request, walk.group, node, candidate),
+        ))
+    }
+
+    /// The best node for `request` right now and its score, without placing it (what-if
+    /// queries from the dashboard); `None` when nothing fits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a request the engine cannot interpret.
+    pub fn preview(
+        &mut self,
+        request: &ReplicaRequest,
+    ) -> Result<Option<(String, ScoreBreakdown)>> {
+        request.gpu.validate(&request.name)?;
+        let walk = self.walk(request);
+        Ok(walk
+            .chosen
+            .map(|(node, candidate)| (self.nodes[node as usize].name.clone(), candidate.breakdown)))
+    }
+
+    /// Brings the request's shape index up to date and walks it from the best candidate to the
+    /// first node that also passes the group checks.
+    fn walk(&mut self, request: &ReplicaRequest) -> Walk {
         let group = self.group_id(&request.group);
         let shape = self.shape_id(request);
         self.refresh(shape);
         self.track_keys(group, shape, request);
-
-        let mut walked = [0_u32; RejectReason::ALL.len()];
-        let mut chosen = None;
-        {
-            let index = &self.shapes[shape];
-            let group_state = &self.groups[group as usize];
-            for &(_, node) in &index.ranked {
-                match admits(&self.nodes[node as usize], node, group_state, request) {
-                    Ok(()) => {
-                        if let Entry::Feasible { candidate, .. } = &index.entries[node as usize] {
-                            chosen = Some((node, *candidate));
-                        }
-                        break;
+        let mut walk = Walk {
+            group,
+            shape,
+            chosen: None,
+            rejected: [0; RejectReason::ALL.len()],
+        };
+        let index = &self.shapes[shape];
+        let group_state = &self.groups[group as usize];
+        for &(_, node) in &index.ranked {
+            match admits(&self.nodes[node as usize], node, group_state, request) {
+                Ok(()) => {
+                    if let Entry::Feasible { candidate, .. } = &index.entries[node as usize] {
+                        walk.chosen = Some((node, *candidate));
                     }
-                    Err(reason) => walked[reason.position()] += 1,
+                    break;
                 }
+                Err(reason) => walk.rejected[reason.position()] += 1,
             }
         }
-        let Some((node, candidate)) = chosen else {
-            return Ok(Outcome::Unplaceable(
-                self.unplaceable(request, shape, &walked),
-            ));
-        };
-        Ok(Outcome::Placed(
-            self.apply_decision(request, group, node, candidate),
-        ))
+        walk
     }
 
     /// Places each request in order.
@@ -1051,35 +1086,4 @@ fn build_node(
         identities,
         fragmentation: 0.0,
     })
-}
-
-impl Engine {
-    /// The breakdown the engine would give the best node for `request` right now, without
-    /// placing it (what-if queries from the dashboard).
-    ///
-    /// # Errors
-    /// [`Error::InvalidRequest`] for a request the engine cannot interpret.
-    pub fn preview(
-        &mut self,
-        request: &ReplicaRequest,
-    ) -> Result<Option<(String, ScoreBreakdown)>> {
-        request.gpu.validate(&request.name)?;
-        let group = self.group_id(&request.group);
-        let shape = self.shape_id(request);
-        self.refresh(shape);
-        self.track_keys(group, shape, request);
-        let index = &self.shapes[shape];
-        let group_state = &self.groups[group as usize];
-        for &(_, node) in &index.ranked {
-            if admits(&self.nodes[node as usize], node, group_state, request).is_ok()
-                && let Entry::Feasible { candidate, .. } = &index.entries[node as usize]
-            {
-                return Ok(Some((
-                    self.nodes[node as usize].name.clone(),
-                    candidate.breakdown,
-                )));
-            }
-        }
-        Ok(None)
-    }
 }

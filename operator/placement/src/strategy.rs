@@ -60,7 +60,11 @@ impl fmt::Display for Strategy {
 impl FromStr for Strategy {
     type Err = Error;
 
+    /// Reads a strategy's name; `fgd` also names the fragmentation-aware one.
     fn from_str(text: &str) -> Result<Self> {
+        if text == "fgd" {
+            return Ok(Strategy::FragmentationAware);
+        }
         Strategy::ALL
             .into_iter()
             .find(|strategy| strategy.name() == text)

@@ -3,8 +3,10 @@
 //!
 //! - no GPU is over-committed by requested compute share or memory, nor by the memory its
 //!   telemetry showed free (minus in-flight placements and headroom);
-//! - per-node caps, hostname anti-affinity, products, compute capability and NVLink groups hold;
+//! - per-node caps, hostname anti-affinity, zone spread, products, compute capability and NVLink
+//!   groups hold;
 //! - an Unhealthy GPU is never chosen;
+//! - an unplaceable replica accounts for every node under exactly one reason;
 //! - the same input gives the same output, whatever the order of the nodes in the snapshot.
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 use gpufleet_placement::{
     ComputeCapability, Decision, Engine, EngineConfig, ExistingPlacement, FleetSnapshot, GpuHealth,
     GpuRequest, GpuSnapshot, HOSTNAME_LABEL, MemoryNeed, NodeSnapshot, Outcome, ReplicaRequest,
-    Strategy as PlacementStrategy, WorkloadMix,
+    Strategy as PlacementStrategy, TopologySpread, WorkloadMix,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -20,6 +22,7 @@ use proptest::test_runner::TestCaseError;
 const OBSERVED_AT_MS: u64 = 1_000_000_000;
 const PRODUCTS: [&str; 2] = ["H100", "A100"];
 const GROUPS: [&str; 3] = ["alpha", "beta", "gamma"];
+const ZONE: &str = "topology.kubernetes.io/zone";
 
 fn gpu_strategy(index: u32) -> impl Strategy<Value = GpuSnapshot> {
     (
@@ -66,6 +69,7 @@ fn node_strategy(position: usize) -> impl Strategy<Value = NodeSnapshot> {
             let name = format!("node-{position}");
             let mut labels = BTreeMap::new();
             labels.insert(HOSTNAME_LABEL.to_owned(), name.clone());
+            labels.insert(ZONE.to_owned(), format!("zone-{}", position % 3));
             NodeSnapshot {
                 name,
                 labels,
@@ -148,9 +152,10 @@ fn request_strategy(position: usize) -> impl Strategy<Value = ReplicaRequest> {
         any::<bool>(),
         prop::option::of(0..2_usize),
         prop::option::of(0..4_u64),
+        prop::option::of(0..2_u32),
     )
         .prop_map(
-            move |(gpu, group, max_per_node, anti_affinity, product, headroom)| {
+            move |(gpu, group, max_per_node, anti_affinity, product, headroom, skew)| {
                 let mut request =
                     ReplicaRequest::new(format!("replica-{position}"), GROUPS[group], gpu);
                 request.max_replicas_per_node = max_per_node;
@@ -162,6 +167,13 @@ fn request_strategy(position: usize) -> impl Strategy<Value = ReplicaRequest> {
                     request.min_compute_capability = Some(ComputeCapability { major: 8, minor: 0 });
                 }
                 request.memory_headroom_mib = headroom.map(|gib| gib * 1024);
+                // Spread only without product filters, so every zone counts for the skew.
+                if let (Some(skew), None) = (skew, product) {
+                    request.topology_spread = vec![TopologySpread {
+                        key: ZONE.to_owned(),
+                        max_skew: skew + 1,
+                    }];
+                }
                 request
             },
         )
@@ -243,14 +255,35 @@ fn check_invariants(
     // Per GPU: new compute, new memory, and the largest headroom any new placement asked for.
     let mut added: BTreeMap<(String, u32), (u32, u64, u64)> = BTreeMap::new();
     let mut per_node: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let zone_of: BTreeMap<&str, &str> = snapshot
+        .nodes
+        .iter()
+        .map(|node| (node.name.as_str(), node.labels[ZONE].as_str()))
+        .collect();
+    let zones: Vec<&str> = {
+        let mut zones: Vec<&str> = zone_of.values().copied().collect();
+        zones.sort_unstable();
+        zones.dedup();
+        zones
+    };
+    let mut per_zone: BTreeMap<(String, &str), u32> = BTreeMap::new();
     for placement in &snapshot.placements {
         *per_node
             .entry((placement.group.clone(), placement.node.clone()))
             .or_default() += 1;
+        *per_zone
+            .entry((placement.group.clone(), zone_of[placement.node.as_str()]))
+            .or_default() += 1;
     }
     for (request, outcome) in workload.iter().zip(outcomes) {
-        let Outcome::Placed(decision) = outcome else {
-            continue;
+        let decision = match outcome {
+            Outcome::Placed(decision) => decision,
+            Outcome::Unplaceable(why) => {
+                // Every node is accounted for under exactly one reason.
+                let counted: u32 = why.rejections.iter().map(|rejection| rejection.nodes).sum();
+                prop_assert_eq!(counted, snapshot.nodes.len() as u32, "{}", why);
+                continue;
+            }
         };
         let Decision { node, gpus, .. } = decision;
         prop_assert_eq!(gpus.len() as u32, request.gpu.gpu_count());
@@ -264,6 +297,24 @@ fn check_invariants(
             prop_assert_eq!(*on_node, 0, "anti-affinity broken on {}", node);
         }
         *on_node += 1;
+        let zone = zone_of[node.as_str()];
+        for spread in &request.topology_spread {
+            let count = |zone: &str| {
+                per_zone
+                    .get(&(request.group.clone(), zone))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let minimum = zones.iter().map(|zone| count(zone)).min().unwrap_or(0);
+            prop_assert!(
+                count(zone) < minimum + spread.max_skew,
+                "spread broken: {} in {} with minimum {}",
+                count(zone),
+                zone,
+                minimum
+            );
+        }
+        *per_zone.entry((request.group.clone(), zone)).or_default() += 1;
         let mut groups = Vec::new();
         for chosen in gpus {
             let gpu = facts

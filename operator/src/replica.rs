@@ -1,0 +1,510 @@
+//! Replicas as the engine sees them and as Kubernetes stores them (pure).
+//!
+//! - an InferenceDeployment's spec becomes a [`ReplicaRequest`];
+//! - a [`Decision`] becomes a Pod bound to its node, carrying its placement in annotations;
+//! - a Pod read back becomes an [`ExistingPlacement`], so the operator's state lives in the
+//!   cluster and survives restarts and leader changes.
+
+use std::collections::BTreeMap;
+
+use gpufleet_api::inference_deployment::{InferenceDeployment, PlacementStrategy};
+use gpufleet_api::labels::{
+    DEPLOYMENT_LABEL, GPU_INDICES_ANNOTATION, GPU_MEMORY_ANNOTATION, GPU_MILLI_ANNOTATION,
+    GPU_UUIDS_ANNOTATION, NVIDIA_GPU_RESOURCE, PLACED_AT_ANNOTATION, REPLICA_LABEL, SCHEDULER_NAME,
+    SCORE_ANNOTATION,
+};
+use gpufleet_placement::{
+    ComputeCapability, Decision, ExistingPlacement, GpuRequest, MemoryNeed, ReplicaRequest,
+    Strategy, TopologySpread,
+};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::{Error, Result};
+
+/// The engine's strategy for a deployment's policy.
+#[must_use]
+pub fn strategy_of(strategy: PlacementStrategy) -> Strategy {
+    match strategy {
+        PlacementStrategy::FragmentationAware => Strategy::FragmentationAware,
+        PlacementStrategy::BestFit => Strategy::BestFit,
+        PlacementStrategy::Pack => Strategy::Pack,
+        PlacementStrategy::Spread => Strategy::Spread,
+    }
+}
+
+/// The group name replicas of one deployment share in the engine: `namespace/name`.
+#[must_use]
+pub fn group_of(deployment: &InferenceDeployment) -> String {
+    format!(
+        "{}/{}",
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any()
+    )
+}
+
+/// What one replica of `deployment` asks the engine for, named `pod_name`.
+#[must_use]
+pub fn request_for(deployment: &InferenceDeployment, pod_name: &str) -> ReplicaRequest {
+    let spec = &deployment.spec;
+    let memory = spec
+        .gpu
+        .memory_mib
+        .map_or(MemoryNeed::ShareOfCapacity, MemoryNeed::Mib);
+    let gpu = match (spec.gpu.count, spec.gpu.fraction) {
+        (_, Some(fraction)) => {
+            // The CRD guarantees 0 < fraction <= 1; a full share is a whole GPU.
+            let milli = (fraction * 1000.0).round().clamp(1.0, 1000.0) as u32;
+            if milli >= 1000 {
+                GpuRequest::Whole { count: 1, memory }
+            } else {
+                GpuRequest::Fraction { milli, memory }
+            }
+        }
+        (count, None) => GpuRequest::Whole {
+            count: count.unwrap_or(1),
+            memory,
+        },
+    };
+    let mut request = ReplicaRequest::new(pod_name, group_of(deployment), gpu);
+    request.allowed_products = spec.gpu.products.clone();
+    request.min_compute_capability = spec
+        .gpu
+        .min_compute_capability
+        .as_deref()
+        .and_then(parse_compute_capability);
+    request.node_selector = spec.placement.node_selector.clone();
+    request.max_replicas_per_node = spec.placement.max_replicas_per_node;
+    request.topology_spread = spec
+        .placement
+        .topology_keys
+        .iter()
+        .map(|key| TopologySpread {
+            key: key.clone(),
+            max_skew: 1,
+        })
+        .collect();
+    request.memory_headroom_mib = spec.placement.memory_headroom_mib;
+    let (cpu_milli, memory_mib) = template_requests(deployment);
+    request.cpu_milli = cpu_milli;
+    request.memory_mib = memory_mib;
+    request
+}
+
+/// Parses `9.0` into a compute capability.
+#[must_use]
+pub fn parse_compute_capability(text: &str) -> Option<ComputeCapability> {
+    let (major, minor) = text.split_once('.')?;
+    Some(ComputeCapability {
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+    })
+}
+
+/// CPU (millicores) and memory (MiB) the template's containers request.
+fn template_requests(deployment: &InferenceDeployment) -> (u64, u64) {
+    let containers = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|spec| &spec.containers);
+    let mut cpu = 0;
+    let mut memory = 0;
+    for container in containers.into_iter().flatten() {
+        let requests = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref());
+        if let Some(requests) = requests {
+            cpu += requests.get("cpu").and_then(cpu_millis).unwrap_or(0);
+            memory += requests.get("memory").and_then(memory_mib).unwrap_or(0);
+        }
+    }
+    (cpu, memory)
+}
+
+/// Millicores of a CPU quantity (`2`, `500m`, `1.5`).
+#[must_use]
+pub fn cpu_millis(quantity: &Quantity) -> Option<u64> {
+    let text = quantity.0.trim();
+    if let Some(milli) = text.strip_suffix('m') {
+        return milli.parse().ok();
+    }
+    let cores: f64 = text.parse().ok()?;
+    (cores >= 0.0).then(|| (cores * 1000.0).round() as u64)
+}
+
+/// MiB of a memory quantity (`64Gi`, `512Mi`, `1G`, plain bytes).
+#[must_use]
+pub fn memory_mib(quantity: &Quantity) -> Option<u64> {
+    let text = quantity.0.trim();
+    let units: [(&str, f64); 8] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0_f64.powi(4)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let (number, factor) = units
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|number| (number, *factor)))
+        .unwrap_or((text, 1.0));
+    let value: f64 = number.parse().ok()?;
+    (value >= 0.0).then(|| (value * factor / (1024.0 * 1024.0)).floor() as u64)
+}
+
+/// The Pod of one placed replica: the deployment's template, bound to the decision's node, with
+/// the GPUs in annotations and `NVIDIA_VISIBLE_DEVICES`, owned by the deployment.
+///
+/// Whole-GPU replicas also carry an `nvidia.com/gpu` limit so the node's accounting (and the
+/// device plugin, where one runs) sees them. Fractional replicas carry no whole-GPU limit: they
+/// share a device the engine chose, which the annotation and the environment name.
+///
+/// # Errors
+/// [`Error::MissingField`] when the deployment has no uid or namespace yet.
+pub fn pod_for(
+    deployment: &InferenceDeployment,
+    pod_name: &str,
+    ordinal: u32,
+    decision: &Decision,
+    placed_at_ms: u64,
+) -> Result<Pod> {
+    let uid = deployment.meta().uid.clone().ok_or(Error::MissingField {
+        kind: "InferenceDeployment",
+        field: "metadata.uid",
+    })?;
+    let namespace = deployment.namespace().ok_or(Error::MissingField {
+        kind: "InferenceDeployment",
+        field: "metadata.namespace",
+    })?;
+    let template = &deployment.spec.template;
+    let template_meta = template.metadata.clone().unwrap_or_default();
+
+    let mut labels = template_meta.labels.unwrap_or_default();
+    labels.insert(DEPLOYMENT_LABEL.to_owned(), deployment.name_any());
+    labels.insert(REPLICA_LABEL.to_owned(), ordinal.to_string());
+
+    let uuids: Vec<&str> = decision.gpus.iter().map(|gpu| gpu.uuid.as_str()).collect();
+    let indices: Vec<String> = decision
+        .gpus
+        .iter()
+        .map(|gpu| gpu.index.to_string())
+        .collect();
+    let mut annotations = template_meta.annotations.unwrap_or_default();
+    annotations.insert(GPU_UUIDS_ANNOTATION.to_owned(), uuids.join(","));
+    annotations.insert(GPU_INDICES_ANNOTATION.to_owned(), indices.join(","));
+    annotations.insert(
+        GPU_MILLI_ANNOTATION.to_owned(),
+        decision.gpu_milli.to_string(),
+    );
+    annotations.insert(
+        GPU_MEMORY_ANNOTATION.to_owned(),
+        decision.gpu_memory_mib.to_string(),
+    );
+    annotations.insert(PLACED_AT_ANNOTATION.to_owned(), placed_at_ms.to_string());
+    if let Ok(score) = serde_json::to_string(&decision.score) {
+        annotations.insert(SCORE_ANNOTATION.to_owned(), score);
+    }
+
+    // Real device UUIDs go to the container runtime; nodes known only by their labels have
+    // synthetic ids, for which the device index is the portable choice.
+    let visible = if uuids
+        .iter()
+        .all(|uuid| uuid.starts_with("GPU-") || uuid.starts_with("MIG-"))
+    {
+        uuids.join(",")
+    } else {
+        indices.join(",")
+    };
+    let mut spec: PodSpec = template.spec.clone().unwrap_or_default();
+    spec.node_name = Some(decision.node.clone());
+    spec.scheduler_name = Some(SCHEDULER_NAME.to_owned());
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    if !tolerations
+        .iter()
+        .any(|t| t.key.as_deref() == Some(NVIDIA_GPU_RESOURCE))
+    {
+        tolerations.push(Toleration {
+            key: Some(NVIDIA_GPU_RESOURCE.to_owned()),
+            operator: Some("Exists".to_owned()),
+            effect: Some("NoSchedule".to_owned()),
+            ..Toleration::default()
+        });
+    }
+    let whole_gpus = (decision.gpu_milli >= 1000).then_some(decision.gpus.len());
+    for (position, container) in spec.containers.iter_mut().enumerate() {
+        set_env(container, "NVIDIA_VISIBLE_DEVICES", &visible);
+        if position == 0
+            && let Some(count) = whole_gpus
+        {
+            let resources = container.resources.get_or_insert_with(Default::default);
+            let limits = resources.limits.get_or_insert_with(BTreeMap::new);
+            limits.insert(NVIDIA_GPU_RESOURCE.to_owned(), Quantity(count.to_string()));
+        }
+    }
+
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.to_owned()),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: InferenceDeployment::api_version(&()).into_owned(),
+                kind: InferenceDeployment::kind(&()).into_owned(),
+                name: deployment.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+fn set_env(container: &mut Container, name: &str, value: &str) {
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|variable| variable.name != name);
+    env.push(EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    });
+}
+
+/// The placement a gpufleet Pod carries, or `None` for a Pod without a (valid) placement or
+/// not yet bound to a node.
+#[must_use]
+pub fn placement_of(pod: &Pod, group: &str) -> Option<ExistingPlacement> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let node = pod.spec.as_ref()?.node_name.clone()?;
+    let gpus = annotations
+        .get(GPU_INDICES_ANNOTATION)?
+        .split(',')
+        .filter(|index| !index.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>()
+        .ok()?;
+    Some(ExistingPlacement {
+        id: pod.name_any(),
+        group: group.to_owned(),
+        node,
+        gpus,
+        gpu_milli: annotations.get(GPU_MILLI_ANNOTATION)?.parse().ok()?,
+        gpu_memory_mib: annotations.get(GPU_MEMORY_ANNOTATION)?.parse().ok()?,
+        cpu_milli: 0,
+        memory_mib: 0,
+        placed_at_ms: annotations
+            .get(PLACED_AT_ANNOTATION)
+            .and_then(|at| at.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
+/// Whether a Pod's Ready condition is true.
+#[must_use]
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Whether a Pod is being deleted (it still holds its GPUs until it is gone).
+#[must_use]
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+        || pod
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+}
+
+/// The replica ordinal a Pod carries.
+#[must_use]
+pub fn ordinal_of(pod: &Pod) -> Option<u32> {
+    pod.labels().get(REPLICA_LABEL)?.parse().ok()
+}
+
+/// The name of replica `ordinal` of `deployment`. Names are deterministic, so two operators (or
+/// one with a stale cache) that decide the same replica collide on the name instead of creating
+/// a duplicate.
+#[must_use]
+pub fn pod_name(deployment: &str, ordinal: u32) -> String {
+    format!("{deployment}-r{ordinal}")
+}
+
+/// The lowest `count` ordinals not used by `taken`.
+#[must_use]
+pub fn free_ordinals(taken: &[u32], count: usize) -> Vec<u32> {
+    let mut free = Vec::with_capacity(count);
+    let mut candidate = 0;
+    while free.len() < count {
+        if !taken.contains(&candidate) {
+            free.push(candidate);
+        }
+        candidate += 1;
+    }
+    free
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufleet_placement::{ChosenGpu, ScoreBreakdown};
+    use serde_json::json;
+
+    pub(crate) fn deployment(spec: serde_json::Value) -> InferenceDeployment {
+        let mut object: InferenceDeployment = serde_json::from_value(json!({
+            "apiVersion": "gpufleet.io/v1alpha1", "kind": "InferenceDeployment",
+            "metadata": {"name": "llm", "namespace": "serving", "uid": "uid-1"},
+            "spec": spec
+        }))
+        .expect("valid deployment");
+        object.metadata.generation = Some(1);
+        object
+    }
+
+    fn decision(milli: u32) -> Decision {
+        Decision {
+            replica: "llm-r0".into(),
+            group: "serving/llm".into(),
+            node: "node-a".into(),
+            gpus: vec![
+                ChosenGpu {
+                    index: 2,
+                    uuid: "GPU-2".into(),
+                },
+                ChosenGpu {
+                    index: 3,
+                    uuid: "GPU-3".into(),
+                },
+            ],
+            gpu_milli: milli,
+            gpu_memory_mib: 40_000,
+            score: ScoreBreakdown {
+                strategy: Strategy::FragmentationAware,
+                strategy_cost: 0.0,
+                fragmentation_delta_gpus: Some(0.0),
+                health_penalty: 0.0,
+                thermal_penalty: 0.0,
+                power_penalty: 0.0,
+                utilisation_penalty: 0.0,
+                telemetry_penalty: 0.0,
+                numa_penalty: 0.0,
+                total: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn fractions_become_milli_shares_and_counts_whole_gpus() {
+        let template = json!({"spec": {"containers": [{"name": "s", "image": "x",
+            "resources": {"requests": {"cpu": "1500m", "memory": "8Gi"}}}]}});
+        let fractional = deployment(json!({"gpu": {"fraction": 0.25, "memoryMiB": 20000,
+            "minComputeCapability": "8.9"}, "template": template}));
+        let request = request_for(&fractional, "llm-r0");
+        assert_eq!(
+            request.gpu,
+            GpuRequest::Fraction {
+                milli: 250,
+                memory: MemoryNeed::Mib(20_000)
+            }
+        );
+        assert_eq!(
+            request.min_compute_capability,
+            Some(ComputeCapability { major: 8, minor: 9 })
+        );
+        assert_eq!((request.cpu_milli, request.memory_mib), (1500, 8192));
+        assert_eq!(request.group, "serving/llm");
+
+        let whole = deployment(json!({"gpu": {"count": 2}, "template": template}));
+        assert_eq!(
+            request_for(&whole, "x").gpu,
+            GpuRequest::Whole {
+                count: 2,
+                memory: MemoryNeed::ShareOfCapacity
+            }
+        );
+    }
+
+    #[test]
+    fn a_pod_carries_its_placement_and_reads_back_the_same() {
+        let object = deployment(json!({"gpu": {"count": 2, "memoryMiB": 40000},
+            "template": {"metadata": {"labels": {"app": "llm"}},
+                         "spec": {"containers": [{"name": "s", "image": "x"}]}}}));
+        let pod = pod_for(&object, "llm-r0", 0, &decision(1000), 1234).expect("pod");
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        let container = &spec.containers[0];
+        let env = container.env.as_ref().expect("env");
+        assert!(env.iter().any(
+            |e| e.name == "NVIDIA_VISIBLE_DEVICES" && e.value.as_deref() == Some("GPU-2,GPU-3")
+        ));
+        let limits = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert_eq!(limits.get(NVIDIA_GPU_RESOURCE), Some(&Quantity("2".into())));
+        assert_eq!(pod.labels().get("app").map(String::as_str), Some("llm"));
+        assert_eq!(ordinal_of(&pod), Some(0));
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("uid-1", Some(true))
+        );
+
+        let placement = placement_of(&pod, "serving/llm").expect("placement");
+        assert_eq!(placement.node, "node-a");
+        assert_eq!(placement.gpus, vec![2, 3]);
+        assert_eq!(
+            (placement.gpu_milli, placement.gpu_memory_mib),
+            (1000, 40_000)
+        );
+        assert_eq!(placement.placed_at_ms, 1234);
+    }
+
+    #[test]
+    fn fractional_pods_get_no_whole_gpu_limit() {
+        let object = deployment(json!({"gpu": {"fraction": 0.5, "memoryMiB": 1000},
+            "template": {"spec": {"containers": [{"name": "s", "image": "x"}]}}}));
+        let pod = pod_for(&object, "llm-r1", 1, &decision(500), 0).expect("pod");
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        assert!(
+            container
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(cpu_millis(&Quantity("2".into())), Some(2000));
+        assert_eq!(cpu_millis(&Quantity("250m".into())), Some(250));
+        assert_eq!(memory_mib(&Quantity("2Gi".into())), Some(2048));
+        assert_eq!(memory_mib(&Quantity("1048576".into())), Some(1));
+        assert_eq!(memory_mib(&Quantity("lots".into())), None);
+    }
+
+    #[test]
+    fn free_ordinals_fill_gaps_first() {
+        assert_eq!(free_ordinals(&[0, 2, 3], 3), vec![1, 4, 5]);
+        assert_eq!(pod_name("llm", 4), "llm-r4");
+    }
+}

@@ -1,0 +1,330 @@
+//! The operator on a real control plane: KWOK GPU nodes with GpuNode telemetry, Pods bound by
+//! the operator, scaling, unplaceable replicas, a GPU failing, and a leader being killed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use gpufleet_api::InferenceDeployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::support::{
+    OperatorProcess, TestNamespace, client, create_gpu_pool, delete_gpu_pool, install_crds,
+    kubectl, set_gpu_health, wait_until,
+};
+
+/// An InferenceDeployment of whole H100s kept to the test's own node pool.
+fn deployment(
+    name: &str,
+    pool: &str,
+    replicas: i32,
+    extra_gpu: serde_json::Value,
+) -> anyhow::Result<InferenceDeployment> {
+    let mut gpu = json!({"count": 1, "memoryMiB": 40000});
+    if let (Some(gpu), Some(extra)) = (gpu.as_object_mut(), extra_gpu.as_object()) {
+        gpu.extend(extra.clone());
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "gpufleet.io/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "gpu": gpu,
+            "placement": {"strategy": "FragmentationAware", "maxReplicasPerNode": 3,
+                          "nodeSelector": {"gpufleet.io/e2e-pool": pool}},
+            "disruption": {"maxUnavailable": 0, "maxSurge": 1},
+            "template": {"spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.11.0"}]}}
+        }
+    }))?)
+}
+
+/// The deployment's Pods that are not terminating.
+async fn live_pods(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("gpufleet.io/deployment={name}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Every live Pod bound to a pool node, no GPU held twice, and the GPU env set.
+fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) {
+    let mut gpus = BTreeSet::new();
+    for pod in pods {
+        let spec = pod.spec.as_ref().expect("spec");
+        let node = spec.node_name.clone().expect("bound to a node");
+        assert!(
+            pool.contains(&node),
+            "{} on {node}, outside its pool",
+            pod.name_any()
+        );
+        let uuids = pod
+            .annotations()
+            .get("gpufleet.io/gpu-uuids")
+            .cloned()
+            .expect("GPU annotation");
+        for uuid in uuids.split(',') {
+            assert!(
+                gpus.insert(uuid.to_owned()),
+                "GPU {uuid} given to two replicas"
+            );
+        }
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        assert!(
+            env.iter().any(|e| e.name == "NVIDIA_VISIBLE_DEVICES"
+                && e.value.as_deref() == Some(uuids.as_str())),
+            "{}: NVIDIA_VISIBLE_DEVICES does not name {uuids}",
+            pod.name_any()
+        );
+    }
+}
+
+async fn wait_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    count: usize,
+    within: Duration,
+) -> anyhow::Result<Vec<Pod>> {
+    let what = format!("{count} Ready replicas of {name}");
+    wait_until(within, &what, || async {
+        let pods = live_pods(client, namespace, name).await?;
+        Ok(pods.len() == count && pods.iter().all(is_ready))
+    })
+    .await?;
+    live_pods(client, namespace, name).await
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let namespace = TestNamespace::create(&client, "place").await?;
+    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
+    let _operator = OperatorProcess::start(
+        &namespace.name,
+        "gpufleet-operator",
+        &format!("{}-a", namespace.name),
+    )?;
+    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
+
+    api.create(
+        &PostParams::default(),
+        &deployment("llm", &namespace.name, 4, json!({}))?,
+    )
+    .await?;
+    let pods = wait_ready(&client, &namespace.name, "llm", 4, Duration::from_secs(60)).await?;
+    assert_bound_without_overcommit(&pods, &pool);
+    wait_until(
+        Duration::from_secs(20),
+        "status readyReplicas 4",
+        || async {
+            let status = api.get("llm").await?.status.unwrap_or_default();
+            Ok(status.ready_replicas == 4 && status.placements.len() == 4)
+        },
+    )
+    .await?;
+
+    kubectl(&["scale", "idep/llm", "--replicas=6", "-n", &namespace.name])?;
+    let pods = wait_ready(&client, &namespace.name, "llm", 6, Duration::from_secs(60)).await?;
+    assert_bound_without_overcommit(&pods, &pool);
+    kubectl(&["scale", "idep/llm", "--replicas=2", "-n", &namespace.name])?;
+    let pods = wait_ready(&client, &namespace.name, "llm", 2, Duration::from_secs(60)).await?;
+    assert_bound_without_overcommit(&pods, &pool);
+
+    // No B200 in the pool: the replica gets a Degraded condition and an Event saying why.
+    api.create(
+        &PostParams::default(),
+        &deployment(
+            "needs-b200",
+            &namespace.name,
+            1,
+            json!({"products": ["NVIDIA-B200"]}),
+        )?,
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(30),
+        "Degraded condition on needs-b200",
+        || async {
+            let status = api.get("needs-b200").await?.status.unwrap_or_default();
+            Ok(status.unplaced_replicas == 1
+                && status.conditions.iter().any(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.reason == "ReplicasUnplaceable"
+                        && c.message.contains("nodes are available")
+                }))
+        },
+    )
+    .await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace.name);
+    wait_until(Duration::from_secs(30), "an Unplaceable Event", || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Unplaceable")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("GPU product"))
+        }))
+    })
+    .await?;
+    delete_gpu_pool(&client, &pool).await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn an_unhealthy_gpu_moves_its_replica_within_5s_without_breaking_the_budget()
+-> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let namespace = TestNamespace::create(&client, "failover").await?;
+    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
+    let _operator = OperatorProcess::start(
+        &namespace.name,
+        "gpufleet-operator",
+        &format!("{}-a", namespace.name),
+    )?;
+    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
+    api.create(
+        &PostParams::default(),
+        &deployment("llm", &namespace.name, 3, json!({}))?,
+    )
+    .await?;
+    let pods = wait_ready(&client, &namespace.name, "llm", 3, Duration::from_secs(60)).await?;
+
+    let victim = pods[0].clone();
+    let node = victim
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("bound");
+    let index: u32 = victim.annotations()["gpufleet.io/gpu-indices"].parse()?;
+    let failed_at = Instant::now();
+    set_gpu_health(&client, &node, Some(index)).await?;
+
+    // Poll: the Ready replica count never drops below replicas - maxUnavailable (3), and the
+    // victim is gone once a replacement on a healthy GPU is Ready.
+    let mut lowest_ready = usize::MAX;
+    let recovered = loop {
+        let live = live_pods(&client, &namespace.name, "llm").await?;
+        lowest_ready = lowest_ready.min(live.iter().filter(|p| is_ready(p)).count());
+        let victim_gone = live.iter().all(|p| p.name_any() != victim.name_any());
+        if victim_gone && live.len() == 3 && live.iter().all(is_ready) {
+            break failed_at.elapsed();
+        }
+        assert!(
+            failed_at.elapsed() < Duration::from_secs(30),
+            "no recovery after 30 s: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "replica on failed GPU {node}/{index} replaced in {recovered:?}; lowest Ready count {lowest_ready}"
+    );
+    assert!(
+        lowest_ready >= 3,
+        "Ready replicas dropped to {lowest_ready} (budget: 3)"
+    );
+    assert!(
+        recovered <= Duration::from_secs(5),
+        "replacement took {recovered:?} (target 5 s)"
+    );
+    let live = live_pods(&client, &namespace.name, "llm").await?;
+    assert_bound_without_overcommit(&live, &pool);
+    for pod in &live {
+        let on_failed = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+            == Some(node.as_str())
+            && pod.annotations()["gpufleet.io/gpu-indices"] == index.to_string();
+        assert!(!on_failed, "{} still on the failed GPU", pod.name_any());
+    }
+    delete_gpu_pool(&client, &pool).await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let namespace = TestNamespace::create(&client, "leader").await?;
+    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
+    let mut first = OperatorProcess::start(
+        &namespace.name,
+        "gpufleet-operator",
+        &format!("{}-a", namespace.name),
+    )?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace.name);
+    wait_until(Duration::from_secs(30), "a leader", || async {
+        let lease = leases.get_opt("gpufleet-operator").await?;
+        Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .as_deref()
+            == Some(first.identity.as_str()))
+    })
+    .await?;
+    let second = OperatorProcess::start(
+        &namespace.name,
+        "gpufleet-operator",
+        &format!("{}-b", namespace.name),
+    )?;
+    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
+    api.create(
+        &PostParams::default(),
+        &deployment("llm", &namespace.name, 3, json!({}))?,
+    )
+    .await?;
+    wait_ready(&client, &namespace.name, "llm", 3, Duration::from_secs(60)).await?;
+
+    first.kill();
+    let killed_at = Instant::now();
+    let patch = json!({"spec": {"replicas": 5}});
+    api.patch("llm", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    wait_until(Duration::from_secs(30), "the standby to lead", || async {
+        let lease = leases.get_opt("gpufleet-operator").await?;
+        Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .as_deref()
+            == Some(second.identity.as_str()))
+    })
+    .await?;
+    let handover = killed_at.elapsed();
+    let pods = wait_ready(&client, &namespace.name, "llm", 5, Duration::from_secs(30)).await?;
+    let scaled = killed_at.elapsed();
+    println!("leader killed: standby led after {handover:?}, 5 replicas Ready after {scaled:?}");
+    assert!(
+        handover <= Duration::from_secs(15),
+        "handover took {handover:?} (target 15 s)"
+    );
+    let names: BTreeSet<String> = pods.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(names.len(), 5, "duplicate or missing Pods: {names:?}");
+    assert_bound_without_overcommit(&pods, &pool);
+    // Nothing was created twice: every Pod has a distinct replica ordinal.
+    let ordinals: BTreeSet<String> = pods
+        .iter()
+        .map(|p| p.labels()["gpufleet.io/replica"].clone())
+        .collect();
+    assert_eq!(ordinals.len(), 5);
+    drop(second);
+    delete_gpu_pool(&client, &pool).await;
+    Ok(())
+}
