@@ -39,7 +39,7 @@ phase() {
 }
 
 install_system_packages() {
-  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus)
+  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus chromium)
   local missing=()
   for package in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

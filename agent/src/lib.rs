@@ -16,6 +16,7 @@
 
 pub mod fault;
 pub mod fixture;
+pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod nvml;

@@ -214,19 +214,31 @@ impl Publisher {
             "kind": "Node",
             "metadata": { "name": self.node_name, "labels": labels },
         });
-        self.nodes
+        let result = self
+            .nodes
             .patch(
                 &self.node_name,
                 &PatchParams::apply(FIELD_MANAGER),
                 &Patch::Apply(patch),
             )
-            .await
-            .map_err(|source| Error::LabelNode {
+            .await;
+        match result {
+            Ok(_) => {
+                self.labels_applied = Some(labels);
+                Ok(())
+            }
+            // Another manager (GPU Feature Discovery) took the labels: leave them to it rather
+            // than fight over them on every write.
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                tracing::info!(node = %self.node_name, "node labels belong to another field manager; leaving them");
+                self.manage_labels = false;
+                Ok(())
+            }
+            Err(source) => Err(Error::LabelNode {
                 node: self.node_name.clone(),
                 source,
-            })?;
-        self.labels_applied = Some(labels);
-        Ok(())
+            }),
+        }
     }
 
     /// Remembers when each GPU's health state last changed (for `lastTransitionTime`).
@@ -310,5 +322,58 @@ impl Publisher {
             let _ = self.step(&view).await;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(manager: &str) -> Result<Node, serde_json::Error> {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "node-a",
+                "uid": "1234",
+                "labels": { "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3" },
+                "managedFields": [{
+                    "manager": manager,
+                    "operation": "Apply",
+                    "apiVersion": "v1",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": { "f:metadata": { "f:labels": { "f:nvidia.com/gpu.product": {} } } }
+                }]
+            }
+        }))
+    }
+
+    #[test]
+    fn labels_set_by_gfd_are_left_alone_and_our_own_are_not() -> Result<(), serde_json::Error> {
+        assert!(label_owned_by_another(
+            &node("gpu-feature-discovery")?,
+            GFD_PROBE_LABEL
+        ));
+        assert!(!label_owned_by_another(
+            &node(FIELD_MANAGER)?,
+            GFD_PROBE_LABEL
+        ));
+        assert!(!label_owned_by_another(
+            &node("gpu-feature-discovery")?,
+            "nvidia.com/gpu.count"
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn owner_reference_points_at_the_node() -> Result<(), serde_json::Error> {
+        let owner = owner_reference(&node(FIELD_MANAGER)?);
+        assert_eq!(
+            owner.as_ref().map(|owner| (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str()
+            )),
+            Some(("Node", "node-a", "1234"))
+        );
+        Ok(())
     }
 }

@@ -101,7 +101,9 @@ pub enum AuthError {
     #[error("send the dashboard token as `Authorization: Bearer <token>`")]
     Missing,
     /// A token that does not match.
-    #[error("the bearer token is not the dashboard's; check --token-file or GPUFLEET_DASHBOARD_TOKEN")]
+    #[error(
+        "the bearer token is not the dashboard's; check --token-file or GPUFLEET_DASHBOARD_TOKEN"
+    )]
     Invalid,
 }
 

@@ -215,9 +215,7 @@ impl FleetView {
 fn uniform_product(gpus: &[GpuView]) -> String {
     match gpus.first() {
         None => "none".to_owned(),
-        Some(first) if gpus.iter().all(|gpu| gpu.product == first.product) => {
-            first.product.clone()
-        }
+        Some(first) if gpus.iter().all(|gpu| gpu.product == first.product) => first.product.clone(),
         Some(_) => "mixed".to_owned(),
     }
 }
@@ -259,8 +257,7 @@ impl StrandedCapacity {
             return;
         }
         // Without readings nothing can be said: such a GPU counts but adds no free capacity.
-        let (Some(free), Some(utilisation)) = (gpu.memory_free_mib, gpu.utilization_percent)
-        else {
+        let (Some(free), Some(utilisation)) = (gpu.memory_free_mib, gpu.utilization_percent) else {
             self.gpus += 1;
             return;
         };
@@ -372,8 +369,11 @@ pub(crate) mod fixtures {
         }
     }
 
-    /// A ready node with these GPUs.
-    pub(crate) fn node(name: &str, gpus: Vec<GpuDevice>) -> NodeReading {
+    /// A ready node with these GPUs (their UUIDs made unique by the node's name).
+    pub(crate) fn node(name: &str, mut gpus: Vec<GpuDevice>) -> NodeReading {
+        for gpu in &mut gpus {
+            gpu.uuid = format!("GPU-{name}-{}", gpu.index);
+        }
         NodeReading {
             name: name.to_owned(),
             labels: BTreeMap::new(),
@@ -397,7 +397,14 @@ mod tests {
             vec![
                 node(
                     "b",
-                    vec![device(1, "H100", 80_000, 10_000, 50, HealthState::Unhealthy)],
+                    vec![device(
+                        1,
+                        "H100",
+                        80_000,
+                        10_000,
+                        50,
+                        HealthState::Unhealthy,
+                    )],
                 ),
                 node(
                     "a",

@@ -209,7 +209,9 @@ pub enum QueryProblem {
     #[error("give exactly one of `gpu` (a GPU UUID) or `node` (a node name)")]
     Subject,
     /// An unknown metric.
-    #[error("`metric` {0:?} is unknown; use one of memoryUsed, utilization, temperature, power, health")]
+    #[error(
+        "`metric` {0:?} is unknown; use one of memoryUsed, utilization, temperature, power, health"
+    )]
     Metric(String),
     /// `from` not before `to`.
     #[error("`from` ({from}) must be before `to` ({to}), both Unix milliseconds")]
@@ -305,9 +307,12 @@ pub fn downsample(
     let mut buckets: std::collections::BTreeMap<i64, (f64, f64, f64, i64)> =
         std::collections::BTreeMap::new();
     for (at_ms, value, weight) in readings {
-        let entry = buckets
-            .entry(bucket_start(at_ms, step_ms))
-            .or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+        let entry = buckets.entry(bucket_start(at_ms, step_ms)).or_insert((
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0,
+        ));
         #[expect(
             clippy::cast_precision_loss,
             reason = "sample counts are far below 2^52"
@@ -442,14 +447,8 @@ mod tests {
             HistoryQuery::new(Some("g".into()), None, "power", 5, 5, None),
             Err(QueryProblem::Range { .. })
         ));
-        let too_fine = HistoryQuery::new(
-            None,
-            Some("n".into()),
-            "power",
-            0,
-            86_400_000,
-            Some(1_000),
-        );
+        let too_fine =
+            HistoryQuery::new(None, Some("n".into()), "power", 0, 86_400_000, Some(1_000));
         let Err(QueryProblem::Step { minimum, .. }) = too_fine else {
             panic!("expected a step problem, got {too_fine:?}");
         };

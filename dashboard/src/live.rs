@@ -193,6 +193,12 @@ impl LiveFleet {
         self.changes.subscribe()
     }
 
+    /// How many SSE clients are connected.
+    #[must_use]
+    pub fn subscribers(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
     /// The counters as numbers.
     #[must_use]
     pub fn counter_values(&self) -> CounterValues {
@@ -240,9 +246,7 @@ impl LiveFleet {
                 continue;
             };
             if old.health != gpu.health {
-                outcome
-                    .events
-                    .push(health_event(gpu, old.health, now_ms));
+                outcome.events.push(health_event(gpu, old.health, now_ms));
                 health_frames.push(frame(
                     "health",
                     &HealthChange {
@@ -305,10 +309,7 @@ impl LiveFleet {
             fleet,
             round_key,
         };
-        *self
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         self.counters.ticks.fetch_add(1, Ordering::Relaxed);
         self.counters.last_tick_ms.store(now_ms, Ordering::Relaxed);
 
@@ -510,7 +511,10 @@ mod tests {
 
         let quiet = live.apply(readings(HealthState::Healthy, 10), &[], 2_000);
         assert!(quiet.events.is_empty());
-        assert!(drain(&mut receiver).is_empty(), "nothing changed, nothing sent");
+        assert!(
+            drain(&mut receiver).is_empty(),
+            "nothing changed, nothing sent"
+        );
 
         let busy = live.apply(readings(HealthState::Healthy, 90), &[], 3_000);
         assert!(busy.events.is_empty());
@@ -525,9 +529,17 @@ mod tests {
         assert_eq!(broken.events[0].reason, "GpuUnhealthy");
         assert_eq!(broken.events[0].object_name, "a");
         let frames = drain(&mut receiver);
-        assert!(frames.iter().any(|frame| frame.starts_with("event: health\n")
-            && frame.contains("\"to\":\"Unhealthy\"")));
-        assert!(frames.iter().any(|frame| frame.starts_with("event: event\n")));
+        assert!(
+            frames
+                .iter()
+                .any(|frame| frame.starts_with("event: health\n")
+                    && frame.contains("\"to\":\"Unhealthy\""))
+        );
+        assert!(
+            frames
+                .iter()
+                .any(|frame| frame.starts_with("event: event\n"))
+        );
         assert_eq!(live.current().fleet.totals.unhealthy, 1);
         assert_eq!(live.counter_values().ticks, 4);
     }

@@ -24,7 +24,13 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/api/v1/planner/runs/{id}/chart.svg"),
 ];
 
-fn parameter(name: &str, location: &str, required: bool, schema: Value, description: &str) -> Value {
+fn parameter(
+    name: &str,
+    location: &str,
+    required: bool,
+    schema: Value,
+    description: &str,
+) -> Value {
     json!({"name": name, "in": location, "required": required, "schema": schema, "description": description})
 }
 
@@ -36,7 +42,13 @@ fn ok(description: &str, content_type: &str) -> Value {
 }
 
 fn limit() -> Value {
-    parameter("limit", "query", false, json!({"type": "integer", "minimum": 1}), "How many to return.")
+    parameter(
+        "limit",
+        "query",
+        false,
+        json!({"type": "integer", "minimum": 1}),
+        "How many to return.",
+    )
 }
 
 /// The document.

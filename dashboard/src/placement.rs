@@ -95,7 +95,11 @@ pub struct PlacementRound {
 pub fn deployment_key(deployment: &InferenceDeployment) -> String {
     format!(
         "{}/{}",
-        deployment.metadata.namespace.as_deref().unwrap_or("default"),
+        deployment
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default"),
         deployment.metadata.name.as_deref().unwrap_or("unnamed")
     )
 }
@@ -147,7 +151,9 @@ pub fn request_of(deployment: &InferenceDeployment, replica: String) -> ReplicaR
         .min_compute_capability
         .as_deref()
         .and_then(parse_capability);
-    request.node_selector.clone_from(&spec.placement.node_selector);
+    request
+        .node_selector
+        .clone_from(&spec.placement.node_selector);
     request.max_replicas_per_node = spec.placement.max_replicas_per_node;
     request.topology_spread = spec
         .placement
@@ -213,7 +219,14 @@ pub fn snapshot_of(fleet: &FleetView) -> FleetSnapshot {
                     cpu_milli: None,
                     memory_mib: None,
                     telemetry_observed_at_ms: u64::try_from(fleet.observed_at_ms).ok(),
-                    gpus: node.gpus.iter().map(gpu_snapshot).collect(),
+                    // A GPU without a known size (lost, fell off the bus) can take nothing
+                    // and would make the snapshot invalid.
+                    gpus: node
+                        .gpus
+                        .iter()
+                        .filter(|gpu| gpu.memory_total_mib > 0)
+                        .map(gpu_snapshot)
+                        .collect(),
                 }
             })
             .collect(),
@@ -467,9 +480,7 @@ pub fn place(
 pub(crate) mod fixtures {
     //! InferenceDeployment builders for tests.
     use gpufleet_api::InferenceDeploymentSpec;
-    use gpufleet_api::inference_deployment::{
-        DisruptionBudget, GpuRequirement, PlacementPolicy,
-    };
+    use gpufleet_api::inference_deployment::{DisruptionBudget, GpuRequirement, PlacementPolicy};
 
     use super::*;
 
@@ -518,6 +529,10 @@ mod tests {
                 device(1, "H100", 81_559, 1_000, 5, HealthState::Healthy),
             ],
         )];
+        if unhealthy_on_a {
+            // A GPU that fell off the bus reports no size at all.
+            nodes[0].status.gpus[0].memory_total_mib = 0;
+        }
         if with_b {
             nodes.push(node(
                 "b",
@@ -531,7 +546,10 @@ mod tests {
     fn places_every_replica_with_a_score_and_refuses_what_does_not_fit() {
         let round = place(
             &fleet(false, true),
-            &[deployment("llama", 3, 1, 60_000), deployment("big", 1, 4, 60_000)],
+            &[
+                deployment("llama", 3, 1, 60_000),
+                deployment("big", 1, 4, 60_000),
+            ],
             &[],
             1_000,
         )
@@ -543,11 +561,25 @@ mod tests {
             .iter()
             .flat_map(|replica| replica.gpus.iter().map(|gpu| gpu.uuid.clone()))
             .collect();
-        assert_eq!(gpus.len(), 3, "whole GPUs are never shared: {:#?}", llama.placed);
-        assert!(llama.placed.iter().all(|replica| replica.score.total.is_finite()));
+        assert_eq!(
+            gpus.len(),
+            3,
+            "whole GPUs are never shared: {:#?}",
+            llama.placed
+        );
+        assert!(
+            llama
+                .placed
+                .iter()
+                .all(|replica| replica.score.total.is_finite())
+        );
         let big = &round.deployments[1];
         assert!(big.placed.is_empty());
-        assert!(big.unplaced[0].reason.starts_with("0/2 nodes are available"));
+        assert!(
+            big.unplaced[0]
+                .reason
+                .starts_with("0/2 nodes are available")
+        );
         assert_eq!(round.records.len(), 4);
         assert_eq!(
             round
@@ -570,8 +602,8 @@ mod tests {
             .find(|replica| replica.gpus[0].index == 0)
             .map(|replica| replica.replica.clone())
             .expect("a replica on a/0");
-        let second = place(&fleet(true, true), &deployments, &first.deployments, 2_000)
-            .expect("second");
+        let second =
+            place(&fleet(true, true), &deployments, &first.deployments, 2_000).expect("second");
         let placed = &second.deployments[0].placed;
         assert_eq!(placed.len(), 2);
         let moved = placed
@@ -579,7 +611,11 @@ mod tests {
             .find(|replica| replica.replica == on_a0)
             .expect("moved replica");
         assert_eq!(moved.node, "b");
-        assert_eq!(second.records.len(), 1, "only the displaced replica is decided");
+        assert_eq!(
+            second.records.len(),
+            1,
+            "only the displaced replica is decided"
+        );
         assert_eq!(second.records[0].replica, on_a0);
         assert_eq!(second.events[0].reason, "Moved");
     }

@@ -41,14 +41,19 @@ impl Default for RunLimits {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Parameters {
     /// Capex budget per period, $M (replaces the scenario's budget in every period).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub capex_budget_musd: Option<f64>,
     /// Yearly discount rate, e.g. 0.08.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub discount_rate: Option<f64>,
     /// Electricity price, $/kWh.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub electricity_usd_per_kwh: Option<f64>,
     /// Training model-FLOP utilisation, (0, 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
     /// Multiplies every service's yearly demand growth.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub demand_growth_scale: Option<f64>,
 }
 
@@ -131,7 +136,9 @@ pub enum RunError {
         names: String,
     },
     /// A bound of [`RunLimits`] exceeded.
-    #[error("`{field}` is {value}, above the dashboard's limit of {limit}; run larger scenarios with `gpufleet plan run`")]
+    #[error(
+        "`{field}` is {value}, above the dashboard's limit of {limit}; run larger scenarios with `gpufleet plan run`"
+    )]
     TooLarge {
         /// Which input.
         field: &'static str,
@@ -191,10 +198,14 @@ type Figure = fn(&Plan) -> f64;
 pub fn comparison(baseline: &Plan, changed: &Plan) -> Vec<ComparisonRow> {
     let rows: [(&'static str, &'static str, Figure); 8] = [
         ("objective", "objective, $M PV", |plan| plan.objective_musd),
-        ("capexSpent", "capex spent, $M", |plan| plan.totals.capex_spent_musd),
+        ("capexSpent", "capex spent, $M", |plan| {
+            plan.totals.capex_spent_musd
+        }),
         ("rent", "rental, $M", |plan| plan.totals.rent_musd),
         ("energy", "electricity, $M", |plan| plan.totals.energy_musd),
-        ("operations", "operations, $M", |plan| plan.totals.operations_musd),
+        ("operations", "operations, $M", |plan| {
+            plan.totals.operations_musd
+        }),
         ("pretrainingHours", "pre-training, M GPU-h", |plan| {
             plan.totals.hours.pretraining
         }),
@@ -339,7 +350,10 @@ mod tests {
             yaml: Some("name: x".into()),
             ..RunRequest::default()
         };
-        assert!(matches!(prepare(&both, &limits), Err(RunError::Source { .. })));
+        assert!(matches!(
+            prepare(&both, &limits),
+            Err(RunError::Source { .. })
+        ));
         let unknown = RunRequest {
             scenario: Some("nope".into()),
             ..RunRequest::default()

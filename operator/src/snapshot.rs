@@ -97,10 +97,15 @@ fn gpus_from_labels(node: &Node) -> Vec<GpuSnapshot> {
         .get(GPU_PRODUCT_LABEL)
         .cloned()
         .unwrap_or_else(|| "unknown".to_owned());
-    let memory = labels
+    // Without the memory size no request can be accounted on these GPUs: leave the node out
+    // rather than guess (GFD always writes the label; the agent's GpuNode replaces it).
+    let Some(memory) = labels
         .get(GPU_MEMORY_LABEL)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+        .and_then(|m| m.parse::<u64>().ok())
+        .filter(|m| *m > 0)
+    else {
+        return Vec::new();
+    };
     let capability = match (
         labels.get("nvidia.com/gpu.compute.major"),
         labels.get("nvidia.com/gpu.compute.minor"),
@@ -154,7 +159,13 @@ pub fn build(
                     let fresh =
                         gpu_node.is_some_and(|g| heartbeat_fresh(g, now_ms, stale_after_ms));
                     (
-                        status.gpus.iter().map(gpu_from_device).collect(),
+                        // A GPU whose size the agent could not read cannot be accounted.
+                        status
+                            .gpus
+                            .iter()
+                            .filter(|gpu| gpu.memory_total_mib > 0)
+                            .map(gpu_from_device)
+                            .collect(),
                         fresh,
                         observed_at,
                     )
@@ -299,6 +310,12 @@ mod tests {
         assert_eq!((a.cpu_milli, a.memory_mib), (Some(64_000), Some(524_288)));
         let b = &snapshot.nodes[1];
         assert_eq!(b.gpus.len(), 4);
+        // A node whose GPU size is unknown is left out instead of failing every placement.
+        let mut unsized_node = (*node("c", true)).clone();
+        unsized_node.metadata.labels.as_mut().expect("labels").remove("nvidia.com/gpu.memory");
+        let with_unknown = vec![Arc::new(unsized_node), node("b", true)];
+        let snapshot = build(&with_unknown, &BTreeMap::new(), vec![], NOW, DEFAULT_HEARTBEAT_STALE_AFTER_MS);
+        assert_eq!(snapshot.nodes.len(), 1);
         assert_eq!(b.gpus[3].memory_mib, 46_068);
         assert_eq!(b.gpus[3].observed_free_mib, None);
     }

@@ -467,12 +467,15 @@ impl LinearProgram {
     }
 
     /// Checks a solution against the model data, not the solver: bounds and row residuals
-    /// (relative tolerance 1e-6 of each row's scale), finite values, and — when duals are
+    /// (relative tolerance 1e-6 of each row's scale plus 1e-5 in the model's units), finite values, and — when duals are
     /// given — their signs and complementary slackness.
     pub fn check(&self, solution: &LinearSolution) -> Result<()> {
         let solver = solution.solver.name();
         let refuse = |problem: String| Error::CheckSolution { solver, problem };
         let tolerance = 1e-6;
+        // Absolute slack in the model's scaled units (1e-5 M GPU-hours = 10 GPU-hours, $10,
+        // 10 W): far below anything a plan reports, above interior-point round-off.
+        let absolute = 1e-5;
         if solution.values.len() != self.variables.len() {
             return Err(refuse(format!(
                 "{} values for {} variables",
@@ -484,7 +487,7 @@ impl LinearProgram {
             if !value.is_finite() {
                 return Err(refuse(format!("variable {} is {value}", info.name)));
             }
-            let scale = tolerance * (1.0 + value.abs());
+            let scale = absolute + tolerance * (1.0 + value.abs());
             if *value < info.lower - scale || *value > info.upper + scale {
                 return Err(refuse(format!(
                     "variable {} = {value} outside [{}, {}]",
@@ -509,7 +512,7 @@ impl LinearProgram {
                 Sense::AtLeast => row.rhs - activity,
                 Sense::Equal => (activity - row.rhs).abs(),
             };
-            if violation > tolerance * scale {
+            if violation > absolute + tolerance * scale {
                 return Err(refuse(format!(
                     "{} row `{}` violated by {violation:.3e} (activity {activity}, rhs {})",
                     row.group.name, row.label, row.rhs

@@ -179,6 +179,8 @@ pub struct Totals {
     pub capex_unspent_musd: f64,
     /// Depreciation of owned GPUs while idle (capital stranded), $M.
     pub capex_stranded_musd: f64,
+    /// Depreciation of GPUs installed before the horizon while idle, $M.
+    pub installed_stranded_musd: f64,
     /// Extra capex an unbudgeted plan would spend (filled in by `compare`), $M.
     pub capex_short_musd: Option<f64>,
     /// Rental, $M.
@@ -248,7 +250,10 @@ impl Plan {
         let gpu_names: Vec<&str> = scenario.gpus.iter().map(|gpu| gpu.name.as_str()).collect();
 
         let mut results = Vec::new();
-        for t in 0..periods {
+        // Depreciation of GPUs bought within the horizon, by period (the rest is the installed
+        // base), to split stranded capital between this plan's capex and sunk capex.
+        let mut purchased_depreciation = vec![0.0; periods];
+        for (t, purchased) in purchased_depreciation.iter_mut().enumerate() {
             let mut result = PeriodResult {
                 label: scenario.periods.label(t),
                 bought: BTreeMap::new(),
@@ -299,6 +304,9 @@ impl Plan {
                     * scenario.economics.electricity_usd_per_kwh
                     / 1000.0;
                 result.depreciation_musd += owned * price / 1000.0 / derived.life_periods as f64;
+                *purchased += (owned - derived.installed[g][t]).max(0.0) * price
+                    / 1000.0
+                    / derived.life_periods as f64;
                 result.available_hours += (owned + rented) * scenario.periods.hours / 1000.0;
             }
             results.push(result);
@@ -451,8 +459,9 @@ impl Plan {
             ..Totals::default()
         };
         let mut stranded = 0.0;
+        let mut installed_stranded = 0.0;
         let mut cost = 0.0;
-        for result in &results {
+        for (t, result) in results.iter().enumerate() {
             totals.capex_spent_musd += result.capex_gpus_musd + result.capex_buildings_musd;
             totals.rent_musd += result.rent_musd;
             totals.energy_musd += result.energy_musd;
@@ -466,12 +475,15 @@ impl Plan {
             let owned_hours: f64 =
                 result.owned.values().sum::<f64>() * scenario.periods.hours / 1000.0;
             if owned_hours > 0.0 {
-                stranded += result.depreciation_musd * result.stranded_hours / owned_hours;
+                let idle = result.stranded_hours / owned_hours;
+                stranded += purchased_depreciation[t] * idle;
+                installed_stranded += (result.depreciation_musd - purchased_depreciation[t]) * idle;
             }
             cost += result.cost_per_query_usd * result.queries_b;
         }
         totals.capex_unspent_musd = (totals.capex_budget_musd - totals.capex_spent_musd).max(0.0);
         totals.capex_stranded_musd = stranded;
+        totals.installed_stranded_musd = installed_stranded;
         let used = totals.hours.total();
         let available: f64 = results.iter().map(|result| result.available_hours).sum();
         let rented_hours: f64 = results
@@ -610,12 +622,13 @@ impl Plan {
                 self.size.2
             ),
             format!(
-                "capex: budget {:.0} $M, spent {:.0} $M ({:.0}%), unspent {:.0} $M, stranded (idle depreciation) {:.0} $M{}",
+                "capex: budget {:.0} $M, spent {:.0} $M ({:.0}%), unspent {:.0} $M, stranded (idle depreciation) {:.0} $M of this plan's GPUs and {:.0} $M of the installed base{}",
                 totals.capex_budget_musd,
                 totals.capex_spent_musd,
                 100.0 * totals.capex_spent_musd / totals.capex_budget_musd.max(f64::MIN_POSITIVE),
                 totals.capex_unspent_musd,
                 totals.capex_stranded_musd,
+                totals.installed_stranded_musd,
                 totals
                     .capex_short_musd
                     .map_or(String::new(), |short| format!(", short {short:.0} $M"))
@@ -1028,6 +1041,9 @@ pub fn compare_table(plans: &[Plan]) -> String {
         metric("capex stranded $M", &|plan| {
             format!("{:.0}", plan.totals.capex_stranded_musd)
         }),
+        metric("installed stranded $M", &|plan| {
+            format!("{:.0}", plan.totals.installed_stranded_musd)
+        }),
         metric("capex short $M", &|plan| {
             plan.totals
                 .capex_short_musd
@@ -1057,6 +1073,32 @@ pub fn compare_table(plans: &[Plan]) -> String {
             format!("{:.3}", plan.totals.cost_per_query_usd * 1000.0)
         }),
         metric("peak MW", &|plan| format!("{:.0}", plan.totals.peak_mw)),
+        metric("binding limits", &|plan| {
+            // Capacity and demand rows bind in every plan; name the limits that shape it.
+            let names: Vec<&str> = plan
+                .binding
+                .iter()
+                .map(|group| group.group)
+                .filter(|name| {
+                    !matches!(
+                        *name,
+                        "gpu_hours"
+                            | "demand_segment"
+                            | "demand_target"
+                            | "pretraining"
+                            | "post_training"
+                            | "training_target"
+                            | "quality_cut"
+                    )
+                })
+                .take(2)
+                .collect();
+            if names.is_empty() {
+                "-".into()
+            } else {
+                names.join("+")
+            }
+        }),
     ];
     let mut out = aligned_table(&header, &rows);
     out.push('\n');
@@ -1065,7 +1107,7 @@ pub fn compare_table(plans: &[Plan]) -> String {
         let hours = totals.hours.total().max(f64::MIN_POSITIVE);
         let _ = writeln!(
             out,
-            "{}: of {:.1} $B capex budget, {:.1} $B is spent and used, {:.1} $B stranded idle, {:.1} $B unspent{}; GPU-hours go {:.0}% to pre-training, {:.0}% to post-training, {:.0}% to test-time inference.",
+            "{}: of {:.1} $B capex budget, {:.1} $B is spent and used, {:.1} $B stranded idle, {:.1} $B unspent{}; {:.1} $B of the installed base sits idle; GPU-hours go {:.0}% to pre-training, {:.0}% to post-training, {:.0}% to test-time inference.",
             plan.scenario,
             totals.capex_budget_musd / 1000.0,
             (totals.capex_spent_musd - totals.capex_stranded_musd) / 1000.0,
@@ -1077,6 +1119,7 @@ pub fn compare_table(plans: &[Plan]) -> String {
                     ", {:.1} $B short",
                     short / 1000.0
                 )),
+            totals.installed_stranded_musd / 1000.0,
             100.0 * totals.hours.pretraining / hours,
             100.0 * totals.hours.post_training / hours,
             100.0 * totals.hours.inference / hours,

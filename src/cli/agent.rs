@@ -43,6 +43,32 @@ enum AgentCommand {
     Probe(ProbeArgs),
     /// Sample for a while and report the agent's CPU time and peak memory.
     Bench(BenchArgs),
+    /// Run many simulated agents in this process against the cluster in KUBECONFIG and report
+    /// whether they hold their heartbeats (creates the Nodes it needs, deletes them after).
+    Fleet(FleetArgs),
+}
+
+/// Arguments of `gpufleet agent fleet`.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// Number of virtual nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Machine preset of every node.
+    #[arg(long, default_value = "dgx_h100")]
+    preset: String,
+    /// Node name prefix (nodes are PREFIX0, PREFIX1, …).
+    #[arg(long, default_value = "fleet-")]
+    prefix: String,
+    /// How long to run.
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
+    /// Milliseconds between samples of each node.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Keep the Nodes and GpuNodes afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Where GPU readings come from.
@@ -154,6 +180,7 @@ pub(crate) fn run(args: &AgentArgs) -> anyhow::Result<()> {
         AgentCommand::Run(run) => run_agent(run),
         AgentCommand::Probe(probe) => run_probe(probe),
         AgentCommand::Bench(bench) => run_bench(bench),
+        AgentCommand::Fleet(fleet) => run_fleet(fleet),
     }
 }
 
@@ -326,4 +353,69 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+
+    let preset = gpufleet_agent::preset::by_name(&args.preset)
+        .ok_or_else(|| gpufleet_agent::Error::UnknownPreset(args.preset.clone()))?;
+    let names: Vec<String> = (0..args.nodes)
+        .map(|index| format!("{}{index}", args.prefix))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("find the Kubernetes API (KUBECONFIG)")?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let params = PatchParams::apply("gpufleet-agent-fleet");
+        let created = std::time::Instant::now();
+        let results: Vec<Result<Node, kube::Error>> = futures::stream::iter(names.iter().map(|name| {
+            let nodes = nodes.clone();
+            let params = params.clone();
+            let node = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": { "name": name, "annotations": { "kwok.x-k8s.io/node": "fake" }, "labels": { "type": "kwok" } },
+                "spec": { "taints": [{ "key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule" }] }
+            });
+            async move { nodes.patch(name, &params, &Patch::Apply(node)).await }
+        }))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+        let failed = results.iter().filter(|result| result.is_err()).count();
+        anyhow::ensure!(failed == 0, "could not create {failed} of {} Nodes", names.len());
+        eprintln!("gpufleet agent fleet: {} Nodes ready in {:.1} s", names.len(), created.elapsed().as_secs_f64());
+        let report = gpufleet_agent::fleet::run_fleet(
+            client.clone(),
+            &names,
+            &preset,
+            Duration::from_millis(args.interval_ms),
+            Duration::from_secs(args.seconds),
+        )
+        .await;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if !args.keep {
+            let gpu_nodes: Api<gpufleet_api::gpu_node::GpuNode> = Api::all(client.clone());
+            futures::stream::iter(names.iter().map(|name| {
+                let (nodes, gpu_nodes) = (nodes.clone(), gpu_nodes.clone());
+                async move {
+                    let _ = gpu_nodes.delete(name, &DeleteParams::default()).await;
+                    let _ = nodes.delete(name, &DeleteParams::default()).await;
+                }
+            }))
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await;
+        }
+        anyhow::Ok(())
+    })
 }

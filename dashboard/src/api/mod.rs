@@ -113,6 +113,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         "store": state.store.kind(),
         "storeError": store.err().map(|error| error.to_string()),
         "live": state.live.counter_values(),
+        "subscribers": state.live.subscribers(),
         "gpus": state.live.current().fleet.totals.gpus,
     });
     HttpResponse::Ok().json(body)

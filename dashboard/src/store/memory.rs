@@ -125,9 +125,9 @@ impl Store for MemoryStore {
                     .iter()
                     .filter(|sample| query.selects(sample))
                     .filter_map(|sample| {
-                        sample
-                            .value(query.metric)
-                            .map(|value| (sample.at_ms, f64::from(value), i64::from(sample.samples)))
+                        sample.value(query.metric).map(|value| {
+                            (sample.at_ms, f64::from(value), i64::from(sample.samples))
+                        })
                     }),
                 query.step_ms,
             )
@@ -137,10 +137,10 @@ impl Store for MemoryStore {
 
     fn downsample(&self, before_ms: i64, bucket_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         let replaced = self.with(|inner| {
-            let (old, keep): (Vec<TelemetrySample>, Vec<TelemetrySample>) =
-                inner.samples.drain(..).partition(|sample| {
-                    sample.at_ms < before_ms && sample.resolution_ms < bucket_ms
-                });
+            let (old, keep): (Vec<TelemetrySample>, Vec<TelemetrySample>) = inner
+                .samples
+                .drain(..)
+                .partition(|sample| sample.at_ms < before_ms && sample.resolution_ms < bucket_ms);
             let mut rolled = roll_up(&old, bucket_ms);
             rolled.retain(|sample| !inner.sample_keys.contains(&sample_key(sample)));
             for sample in &old {

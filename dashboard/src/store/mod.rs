@@ -36,7 +36,9 @@ pub enum StoreError {
     )]
     Migrate(#[source] sqlx::migrate::MigrateError),
     /// A query failed (the step names which).
-    #[error("PostgreSQL failed to {step}: {source}; check the server's log and that it is reachable")]
+    #[error(
+        "PostgreSQL failed to {step}: {source}; check the server's log and that it is reachable"
+    )]
     Query {
         /// What was being done.
         step: &'static str,
@@ -176,8 +178,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<u64>>;
 
     /// Answers a history query, one point per non-empty bucket, in time order.
-    fn history<'a>(&'a self, query: &'a HistoryQuery)
-    -> BoxFuture<'a, StoreResult<Vec<HistoryPoint>>>;
+    fn history<'a>(
+        &'a self,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, StoreResult<Vec<HistoryPoint>>>;
 
     /// Rolls samples older than `before_ms` that are finer than `bucket_ms` up into one sample
     /// per GPU and bucket; returns how many samples were replaced.

@@ -214,9 +214,24 @@ impl PostgresStore {
         };
         let result = sqlx::query(INSERT_SAMPLES)
             .bind(samples.iter().map(|s| s.at_ms).collect::<Vec<i64>>())
-            .bind(samples.iter().map(|s| s.gpu_uuid.as_str()).collect::<Vec<&str>>())
-            .bind(samples.iter().map(|s| s.resolution_ms).collect::<Vec<i64>>())
-            .bind(samples.iter().map(|s| s.node.as_str()).collect::<Vec<&str>>())
+            .bind(
+                samples
+                    .iter()
+                    .map(|s| s.gpu_uuid.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                samples
+                    .iter()
+                    .map(|s| s.resolution_ms)
+                    .collect::<Vec<i64>>(),
+            )
+            .bind(
+                samples
+                    .iter()
+                    .map(|s| s.node.as_str())
+                    .collect::<Vec<&str>>(),
+            )
             .bind(samples.iter().map(|s| s.gpu_index).collect::<Vec<i32>>())
             .bind(column(|s| s.memory_used_mib))
             .bind(column(|s| s.memory_total_mib))
@@ -270,7 +285,8 @@ impl PostgresStore {
         if events.is_empty() {
             return Ok(0);
         }
-        let text = |pick: fn(&FleetEvent) -> &str| -> Vec<&str> { events.iter().map(pick).collect() };
+        let text =
+            |pick: fn(&FleetEvent) -> &str| -> Vec<&str> { events.iter().map(pick).collect() };
         let result = sqlx::query(INSERT_EVENTS)
             .bind(text(|e| e.id.as_str()))
             .bind(events.iter().map(|e| e.at_ms).collect::<Vec<i64>>())

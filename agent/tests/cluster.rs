@@ -1,0 +1,540 @@
+//! End-to-end against a real kube-apiserver (the cluster in KUBECONFIG, e.g. the one
+//! `tests/cluster/control-plane.sh up` starts): a simulated DGX publishes its GpuNode, an Xid 79
+//! turns the GPU Unhealthy in the GpuNode, a foreign process shows as less free memory, a deleted
+//! GpuNode is recreated, and the admission policy refuses an agent writing another node's GpuNode.
+//!
+//! Each test creates its own Node (a KWOK-style fake) with a unique name and deletes it after.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gpufleet_agent::fault::parse_script;
+use gpufleet_agent::health::HealthPolicy;
+use gpufleet_agent::preset;
+use gpufleet_agent::publisher::Publisher;
+use gpufleet_agent::sampler::Sampler;
+use gpufleet_agent::simulated::{SimulatedSource, SimulationClock};
+use gpufleet_agent::status::PublishPolicy;
+use gpufleet_api::gpu_node::{GpuNode, HealthState};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    format!("agent-e2e-{name}-{}-{nanos}", std::process::id())
+}
+
+async fn create_node(client: &kube::Client, name: &str) -> Result<Node, kube::Error> {
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": { "kwok.x-k8s.io/node": "fake" },
+            "labels": { "type": "kwok" }
+        },
+        "spec": { "taints": [{ "key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule" }] }
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+}
+
+/// A running agent (sampler thread + publisher task) for a simulated machine.
+struct Agent {
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    fn start(
+        client: kube::Client,
+        node: &str,
+        faults: &str,
+    ) -> Result<Self, gpufleet_agent::Error> {
+        let source = SimulatedSource::new(
+            preset::dgx_h100(),
+            node,
+            parse_script(faults)?,
+            SimulationClock::wall(),
+        );
+        let sampler = Sampler::new(Box::new(source), node, HealthPolicy::default());
+        let view = sampler.view();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler_stop = Arc::clone(&stop);
+        let sampler =
+            std::thread::spawn(move || sampler.run(Duration::from_millis(500), &sampler_stop));
+        let publisher = Publisher::new(
+            client,
+            node,
+            "simulated:dgx_h100",
+            PublishPolicy::default(),
+            true,
+        );
+        let publisher_stop = Arc::clone(&stop);
+        let publisher = tokio::spawn(async move { publisher.run(view, &publisher_stop).await });
+        Ok(Self {
+            stop,
+            sampler: Some(sampler),
+            publisher,
+        })
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = (&mut self.publisher).await;
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+    }
+}
+
+/// Polls the GpuNode until `ready` holds or `limit` passes; returns it and how long it took.
+async fn wait_for(
+    api: &Api<GpuNode>,
+    name: &str,
+    limit: Duration,
+    ready: impl Fn(&GpuNode) -> bool,
+) -> Option<(GpuNode, Duration)> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(Some(object)) = api.get_opt(name).await
+            && ready(&object)
+        {
+            return Some((object, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn gpu_state(object: &GpuNode, index: usize) -> Option<HealthState> {
+    object
+        .status
+        .as_ref()?
+        .gpus
+        .get(index)
+        .map(|gpu| gpu.health.state)
+}
+
+fn free_mib(object: &GpuNode, index: usize) -> Option<u64> {
+    object
+        .status
+        .as_ref()?
+        .gpus
+        .get(index)?
+        .telemetry
+        .memory_free_mib
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run the README test command"]
+async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
+    let client = kube::Client::try_default().await?;
+    let name = unique("xid");
+    let node = create_node(&client, &name).await?;
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    // Xid 79 on GPU 3 and a 20 GiB foreign process on GPU 0, 6 s after the agent starts.
+    let agent = Agent::start(
+        client.clone(),
+        &name,
+        "xid:79@gpu3@t=6s,foreign:20000@gpu0@t=6s",
+    )?;
+    let started = Instant::now();
+
+    let (object, _) = wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
+        object
+            .status
+            .as_ref()
+            .is_some_and(|status| status.gpus.len() == 8)
+    })
+    .await
+    .ok_or("no GpuNode with 8 GPUs within 5 s")?;
+    let owner = object.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|owner| owner.uid.clone()),
+        node.metadata.uid.clone()
+    );
+    assert_eq!(gpu_state(&object, 3), Some(HealthState::Healthy));
+    let free_before = free_mib(&object, 0).ok_or("no free memory published")?;
+    let labelled = Api::<Node>::all(client.clone()).get(&name).await?;
+    let labels = labelled.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("nvidia.com/gpu.product").map(String::as_str),
+        Some("NVIDIA-H100-80GB-HBM3")
+    );
+    assert_eq!(
+        labels.get("nvidia.com/gpu.count").map(String::as_str),
+        Some("8")
+    );
+
+    let fault_at = Duration::from_secs(6);
+    tokio::time::sleep(fault_at.saturating_sub(started.elapsed())).await;
+    let (object, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
+        gpu_state(object, 3) == Some(HealthState::Unhealthy)
+    })
+    .await
+    .ok_or("GPU 3 not Unhealthy within 10 s of Xid 79")?;
+    eprintln!(
+        "Xid 79 reached the GpuNode {} ms after it happened",
+        latency.as_millis()
+    );
+    assert!(latency < Duration::from_secs(2), "Xid 79 took {latency:?}");
+    let reasons: Vec<String> = object
+        .status
+        .as_ref()
+        .map(|status| {
+            status.gpus[3]
+                .health
+                .reasons
+                .iter()
+                .map(|reason| reason.code.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        reasons.iter().any(|code| code == "FellOffTheBus"),
+        "{reasons:?}"
+    );
+
+    let (_, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
+        free_mib(object, 0).is_some_and(|free| free + 20_000 <= free_before)
+    })
+    .await
+    .ok_or("foreign process not visible as less free memory")?;
+    eprintln!(
+        "foreign memory reached the GpuNode within {} ms",
+        latency.as_millis()
+    );
+
+    agent.stop().await;
+    Api::<Node>::all(client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    let _ = gpu_nodes.delete(&name, &DeleteParams::default()).await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run the README test command"]
+async fn agent_recreates_a_deleted_gpunode() -> TestResult {
+    let client = kube::Client::try_default().await?;
+    let name = unique("deleted");
+    create_node(&client, &name).await?;
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let agent = Agent::start(client.clone(), &name, "thermal@gpu1@t=2s")?;
+    wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
+        object.status.is_some()
+    })
+    .await
+    .ok_or("no GpuNode within 5 s")?;
+    gpu_nodes.delete(&name, &DeleteParams::default()).await?;
+    // The next write (health change or heartbeat) finds it gone and recreates it; the thermal
+    // fault turns Degraded after its 10 s grace, a change that is published at once.
+    wait_for(&gpu_nodes, &name, Duration::from_secs(40), |object| {
+        object.metadata.deletion_timestamp.is_none()
+            && gpu_state(object, 1) == Some(HealthState::Degraded)
+    })
+    .await
+    .ok_or("GpuNode not recreated")?;
+    agent.stop().await;
+    Api::<Node>::all(client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    let _ = gpu_nodes.delete(&name, &DeleteParams::default()).await;
+    Ok(())
+}
+
+/// Applies every document of a manifest file in `agent/deploy/` with the admin client.
+async fn apply_manifests(client: &kube::Client, file: &str) -> TestResult {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Patch, PatchParams};
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(file),
+    )?;
+    let params = PatchParams::apply("gpufleet-agent-e2e").force();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(document)?;
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let patch = Patch::Apply(&value);
+        match value["kind"].as_str().unwrap_or_default() {
+            "ServiceAccount" => {
+                let namespace = value["metadata"]["namespace"].as_str().unwrap_or("default");
+                let namespaces: Api<Namespace> = Api::all(client.clone());
+                namespaces
+                    .patch(namespace, &params, &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})))
+                    .await?;
+                Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &patch)
+                    .await?;
+            }
+            "ClusterRole" => drop(
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &params, &patch)
+                    .await?,
+            ),
+            "ClusterRoleBinding" => drop(
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &params, &patch)
+                    .await?,
+            ),
+            "ValidatingAdmissionPolicy" => drop(
+                Api::<ValidatingAdmissionPolicy>::all(client.clone())
+                    .patch(&name, &params, &patch)
+                    .await?,
+            ),
+            "ValidatingAdmissionPolicyBinding" => {
+                drop(
+                    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                        .patch(&name, &params, &patch)
+                        .await?,
+                );
+            }
+            other => return Err(format!("{file}: unexpected kind {other}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// A client that authenticates as the agent's service account with a token bound to a pod on
+/// `node` (so the token carries that node's name, as a DaemonSet pod's projected token does).
+async fn agent_client_on(
+    client: &kube::Client,
+    node: &str,
+) -> Result<(kube::Client, String), Box<dyn std::error::Error>> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let namespace = "gpufleet-system";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": format!("{node}-agent") },
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": "gpufleet-agent",
+            "tolerations": [{ "operator": "Exists" }],
+            "containers": [{ "name": "agent", "image": "gpufleet:latest" }]
+        }
+    }))?;
+    let pod = pods.create(&PostParams::default(), &pod).await?;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 600,
+            "boundObjectRef": { "apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid }
+        }
+    }))?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let token: TokenRequest = accounts
+        .create_subresource("token", "gpufleet-agent", &PostParams::default(), &request)
+        .await?;
+    let token = token
+        .status
+        .map(|status| status.token)
+        .ok_or("no token issued")?;
+    let mut config = kube::Config::infer().await?;
+    config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))?;
+    Ok((
+        kube::Client::try_from(config)?,
+        pod.metadata.name.unwrap_or_default(),
+    ))
+}
+
+fn gpu_node_object(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "gpufleet.io/v1alpha1",
+        "kind": "GpuNode",
+        "metadata": { "name": name },
+        "spec": { "nodeName": name }
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run the README test command"]
+async fn agent_of_node_a_may_not_write_node_b() -> TestResult {
+    use kube::api::{Patch, PatchParams};
+    let admin = kube::Client::try_default().await?;
+    apply_manifests(&admin, "rbac.yaml").await?;
+    apply_manifests(&admin, "admission-policy.yaml").await?;
+    let node_a = unique("a");
+    let node_b = unique("b");
+    create_node(&admin, &node_a).await?;
+    create_node(&admin, &node_b).await?;
+    let (agent, pod) = agent_client_on(&admin, &node_a).await?;
+    let as_agent: Api<GpuNode> = Api::all(agent);
+    let params = PatchParams::apply(gpufleet_agent::publisher::FIELD_MANAGER);
+
+    // The policy takes effect within a few seconds of being created.
+    let started = Instant::now();
+    let refusal = loop {
+        match as_agent
+            .patch(&node_b, &params, &Patch::Apply(gpu_node_object(&node_b)))
+            .await
+        {
+            Err(kube::Error::Api(response)) if response.code == 403 || response.code == 422 => {
+                break response;
+            }
+            Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(15) => {
+                let _ = Api::<GpuNode>::all(admin.clone())
+                    .delete(&node_b, &DeleteParams::default())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => {
+                return Err(format!("writing node B's GpuNode was not refused: {other:?}").into());
+            }
+        }
+    };
+    eprintln!("refused: {}", refusal.message);
+    assert!(
+        refusal.message.contains(&node_a) && refusal.message.contains(&node_b),
+        "{}",
+        refusal.message
+    );
+    as_agent
+        .patch(&node_a, &params, &Patch::Apply(gpu_node_object(&node_a)))
+        .await?;
+
+    let gpu_nodes: Api<GpuNode> = Api::all(admin.clone());
+    let _ = gpu_nodes.delete(&node_a, &DeleteParams::default()).await;
+    let _ = gpu_nodes.delete(&node_b, &DeleteParams::default()).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(admin.clone(), "gpufleet-system");
+    let _ = pods.delete(&pod, &DeleteParams::default()).await;
+    for node in [&node_a, &node_b] {
+        let _ = Api::<Node>::all(admin.clone())
+            .delete(node, &DeleteParams::default())
+            .await;
+    }
+    Ok(())
+}
+
+/// A TCP relay in front of the apiserver that the test can switch off and on: an outage the
+/// agent cannot tell from an apiserver restart (connections reset, new ones refused), without
+/// restarting a control plane other tests share.
+struct Relay {
+    address: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (relay_up, relay_generation) = (Arc::clone(&up), Arc::clone(&generation));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !relay_up.load(Ordering::Relaxed) {
+                    continue; // dropped: connection refused, as by a stopped apiserver
+                }
+                let upstream = upstream.clone();
+                let born = relay_generation.load(Ordering::Relaxed);
+                let (alive_up, alive_generation) =
+                    (Arc::clone(&relay_up), Arc::clone(&relay_generation));
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        while alive_up.load(Ordering::Relaxed)
+                            && alive_generation.load(Ordering::Relaxed) == born
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, () = cut => {} }
+                });
+            }
+        });
+        Ok(Self {
+            address,
+            up,
+            generation,
+        })
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run the README test command"]
+async fn agent_survives_an_apiserver_outage_and_republishes() -> TestResult {
+    let admin = kube::Client::try_default().await?;
+    let mut config = kube::Config::infer().await?;
+    let upstream = config
+        .cluster_url
+        .authority()
+        .map(ToString::to_string)
+        .ok_or("no apiserver address")?;
+    let relay = Relay::start(upstream).await?;
+    let host = config.cluster_url.host().unwrap_or("127.0.0.1").to_owned();
+    config.cluster_url = format!("https://{host}:{}", relay.address.port()).parse()?;
+    let through_relay = kube::Client::try_from(config)?;
+
+    let name = unique("outage");
+    create_node(&admin, &name).await?;
+    let gpu_nodes: Api<GpuNode> = Api::all(admin.clone());
+    // Xid 79 on GPU 5 while the apiserver is away.
+    let agent = Agent::start(through_relay, &name, "xid:79@gpu5@t=6s")?;
+    wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
+        gpu_state(object, 5) == Some(HealthState::Healthy)
+    })
+    .await
+    .ok_or("no GpuNode within 5 s")?;
+    relay.set_up(false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = gpu_nodes.get(&name).await?;
+    assert_eq!(
+        gpu_state(&during, 5),
+        Some(HealthState::Healthy),
+        "published through a dead relay?"
+    );
+    assert!(
+        !agent.publisher.is_finished(),
+        "the publisher gave up during the outage"
+    );
+    relay.set_up(true);
+    let (_, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(40), |object| {
+        gpu_state(object, 5) == Some(HealthState::Unhealthy)
+    })
+    .await
+    .ok_or("not republished within 40 s of the apiserver coming back")?;
+    eprintln!(
+        "republished {} ms after the apiserver came back",
+        latency.as_millis()
+    );
+    agent.stop().await;
+    Api::<Node>::all(admin.clone())
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    let _ = gpu_nodes.delete(&name, &DeleteParams::default()).await;
+    Ok(())
+}
