@@ -475,7 +475,15 @@ async function plannerPage(main, query) {
   fill();
   for (const [key] of fields) if (query.get(key) !== null) inputs[key].value = query.get(key);
   if (query.get("run") === "1") run.click();
-  else if (query.get("show")) showRun(area, await api(`/api/v1/planner/runs/${encodeURIComponent(query.get("show"))}`));
+  else if (query.get("show")) {
+    const shown = await api(`/api/v1/planner/runs/${encodeURIComponent(query.get("show"))}`);
+    if (state.scenarios.some((item) => item.name === shown.scenario)) {
+      scenario.value = shown.scenario;
+      fill();
+      for (const [key, value] of Object.entries(shown.parameters || {})) if (inputs[key]) inputs[key].value = value;
+    }
+    showRun(area, shown);
+  }
   const runs = await api("/api/v1/planner/runs?limit=10");
   if (runs.length) {
     main.append(element("h3", {}, "Earlier runs"), element("ul", {}, ...runs.map((item) => element("li", {},
