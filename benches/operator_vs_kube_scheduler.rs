@@ -31,7 +31,10 @@ use serde_json::json;
 const POOL_LABEL: &str = "gpufleet.io/bench-pool";
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// GPUs of node `index`: the control plane's mixed presets (8×H100, 8×H200, 4×L40S, 8×A100).
@@ -46,8 +49,9 @@ fn preset(index: usize) -> (&'static str, u32, u32) {
 
 async fn create_nodes(client: &Client, count: usize) -> anyhow::Result<BTreeMap<String, u32>> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let capacity: BTreeMap<String, u32> =
-        (0..count).map(|i| (format!("bench-node-{i}"), preset(i).1)).collect();
+    let capacity: BTreeMap<String, u32> = (0..count)
+        .map(|i| (format!("bench-node-{i}"), preset(i).1))
+        .collect();
     futures::stream::iter(0..count)
         .map(|index| {
             let nodes = nodes.clone();
@@ -84,14 +88,17 @@ async fn create_nodes(client: &Client, count: usize) -> anyhow::Result<BTreeMap<
     // Ready nodes only: kube-scheduler skips NotReady ones.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let list = nodes.list(&ListParams::default().labels(POOL_LABEL)).await?;
+        let list = nodes
+            .list(&ListParams::default().labels(POOL_LABEL))
+            .await?;
         let ready = list
             .items
             .iter()
             .filter(|n| {
-                n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
             .count();
         if ready >= count {
@@ -114,9 +121,12 @@ async fn fresh_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
         }
     }
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    namespaces.create(&PostParams::default(), &namespace).await?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
     // The ServiceAccount admission needs the namespace's default ServiceAccount.
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), name);
     while accounts.get_opt("default").await?.is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -124,7 +134,12 @@ async fn fresh_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
 }
 
 /// Waits until `count` Pods of the namespace are bound; returns the bound Pods.
-async fn wait_bound(client: &Client, namespace: &str, count: usize, limit: Duration) -> anyhow::Result<Vec<Pod>> {
+async fn wait_bound(
+    client: &Client,
+    namespace: &str,
+    count: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let deadline = Instant::now() + limit;
     loop {
@@ -138,7 +153,10 @@ async fn wait_bound(client: &Client, namespace: &str, count: usize, limit: Durat
             return Ok(bound);
         }
         if Instant::now() > deadline {
-            bail!("only {}/{count} Pods bound in {namespace} after {limit:?}", bound.len());
+            bail!(
+                "only {}/{count} Pods bound in {namespace} after {limit:?}",
+                bound.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -158,7 +176,11 @@ fn overcommitted(pods: &[Pod], capacity: &BTreeMap<String, u32>) -> Vec<String> 
         .collect()
 }
 
-async fn kube_scheduler_run(client: &Client, replicas: usize, capacity: &BTreeMap<String, u32>) -> anyhow::Result<f64> {
+async fn kube_scheduler_run(
+    client: &Client,
+    replicas: usize,
+    capacity: &BTreeMap<String, u32>,
+) -> anyhow::Result<f64> {
     let namespace = "bench-kube-scheduler";
     fresh_namespace(client, namespace).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -199,18 +221,32 @@ async fn kube_scheduler_run(client: &Client, replicas: usize, capacity: &BTreeMa
     // The namespace controller removes the Pods in the background (a single delete-collection
     // of thousands of Pods outlasts the apiserver's request timeout).
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete(namespace, &DeleteParams::default()).await?;
+    namespaces
+        .delete(namespace, &DeleteParams::default())
+        .await?;
     Ok(replicas as f64 / elapsed.as_secs_f64())
 }
 
-async fn gpufleet_run(client: &Client, replicas: usize, capacity: &BTreeMap<String, u32>) -> anyhow::Result<f64> {
+async fn gpufleet_run(
+    client: &Client,
+    replicas: usize,
+    capacity: &BTreeMap<String, u32>,
+) -> anyhow::Result<f64> {
     let namespace = "bench-gpufleet";
     fresh_namespace(client, namespace).await?;
     let log = std::fs::File::create(std::env::temp_dir().join("gpufleet-bench-operator.log"))?;
     // GPUFLEET_BIN picks another build of the binary (e.g. a copy, while others rebuild).
-    let binary = std::env::var("GPUFLEET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gpufleet").to_owned());
+    let binary =
+        std::env::var("GPUFLEET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gpufleet").to_owned());
     let mut operator = std::process::Command::new(binary)
-        .args(["operator", "--namespace", namespace, "--no-leader-election", "--metrics-bind", "127.0.0.1:0"])
+        .args([
+            "operator",
+            "--namespace",
+            namespace,
+            "--no-leader-election",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -227,7 +263,9 @@ async fn gpufleet_run(client: &Client, replicas: usize, capacity: &BTreeMap<Stri
                  "template": {"spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.11.0"}]}}}
     }))?;
     let started = Instant::now();
-    deployments.create(&PostParams::default(), &deployment).await?;
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
     let bound = wait_bound(client, namespace, replicas, Duration::from_secs(900)).await;
     let elapsed = started.elapsed();
     let _ = operator.kill();
@@ -243,14 +281,18 @@ async fn gpufleet_run(client: &Client, replicas: usize, capacity: &BTreeMap<Stri
     if !over.is_empty() {
         bail!("gpufleet over-committed {over:?}");
     }
-    deployments.delete("bench", &DeleteParams::default()).await?;
+    deployments
+        .delete("bench", &DeleteParams::default())
+        .await?;
     Ok(replicas as f64 / elapsed.as_secs_f64())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        println!("skipped: set KUBECONFIG to a cluster (tests/cluster/control-plane.sh up) to run this benchmark");
+        println!(
+            "skipped: set KUBECONFIG to a cluster (tests/cluster/control-plane.sh up) to run this benchmark"
+        );
         return Ok(());
     }
     let nodes = env_number("KWOK_NODES", 1000);
@@ -260,8 +302,12 @@ async fn main() -> anyhow::Result<()> {
         Api::all(client.clone());
     for crd in gpufleet_api::custom_resource_definitions() {
         let name = crd.name_any();
-        crds.patch(&name, &kube::api::PatchParams::apply("gpufleet-bench").force(), &kube::api::Patch::Apply(&crd))
-            .await?;
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("gpufleet-bench").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await?;
     }
     let started = Instant::now();
     let capacity = create_nodes(&client, nodes).await?;
@@ -273,10 +319,17 @@ async fn main() -> anyhow::Result<()> {
     let baseline = kube_scheduler_run(&client, replicas, &capacity).await?;
     // Wait for the baseline's Pods to be gone so both runs see an empty pool.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-kube-scheduler");
-    while pods.list(&ListParams::default().limit(1)).await.map_or(true, |list| !list.items.is_empty()) {
+    while pods
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_or(true, |list| !list.items.is_empty())
+    {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let ours = gpufleet_run(&client, replicas, &capacity).await?;
-    println!("gpufleet / kube-scheduler throughput: {:.2}×", ours / baseline);
+    println!(
+        "gpufleet / kube-scheduler throughput: {:.2}×",
+        ours / baseline
+    );
     Ok(())
 }

@@ -581,8 +581,11 @@ impl GpuSource for NvmlSource {
                 .is_none_or(|slow| slow.read_at.elapsed() >= SLOW_READING_REFRESH);
             if stale {
                 let mut slow_missing = BTreeMap::new();
-                let total_energy_millijoules =
-                    read(&mut slow_missing, "total_energy", device.total_energy_consumption());
+                let total_energy_millijoules = read(
+                    &mut slow_missing,
+                    "total_energy",
+                    device.total_energy_consumption(),
+                );
                 let mig_mode = read(&mut slow_missing, "mig_mode", device.mig_mode())
                     .map(|mode| mig_mode_from(&mode));
                 self.slow.insert(

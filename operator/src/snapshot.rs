@@ -312,9 +312,20 @@ mod tests {
         assert_eq!(b.gpus.len(), 4);
         // A node whose GPU size is unknown is left out instead of failing every placement.
         let mut unsized_node = (*node("c", true)).clone();
-        unsized_node.metadata.labels.as_mut().expect("labels").remove("nvidia.com/gpu.memory");
+        unsized_node
+            .metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .remove("nvidia.com/gpu.memory");
         let with_unknown = vec![Arc::new(unsized_node), node("b", true)];
-        let snapshot = build(&with_unknown, &BTreeMap::new(), vec![], NOW, DEFAULT_HEARTBEAT_STALE_AFTER_MS);
+        let snapshot = build(
+            &with_unknown,
+            &BTreeMap::new(),
+            vec![],
+            NOW,
+            DEFAULT_HEARTBEAT_STALE_AFTER_MS,
+        );
         assert_eq!(snapshot.nodes.len(), 1);
         assert_eq!(b.gpus[3].memory_mib, 46_068);
         assert_eq!(b.gpus[3].observed_free_mib, None);

@@ -2,6 +2,8 @@
 //! the operator, scaling, unplaceable replicas, a GPU failing, and a leader being killed.
 
 use std::collections::BTreeSet;
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use gpufleet_api::InferenceDeployment;
@@ -62,11 +64,11 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// Every live Pod bound to a pool node, no GPU held twice, and the GPU env set.
-fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) {
+fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) -> anyhow::Result<()> {
     let mut gpus = BTreeSet::new();
     for pod in pods {
-        let spec = pod.spec.as_ref().expect("spec");
-        let node = spec.node_name.clone().expect("bound to a node");
+        let spec = pod.spec.as_ref().context("Pod without spec")?;
+        let node = spec.node_name.clone().context("Pod not bound to a node")?;
         assert!(
             pool.contains(&node),
             "{} on {node}, outside its pool",
@@ -76,7 +78,7 @@ fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) {
             .annotations()
             .get("gpufleet.io/gpu-uuids")
             .cloned()
-            .expect("GPU annotation");
+            .context("Pod without the GPU annotation")?;
         for uuid in uuids.split(',') {
             assert!(
                 gpus.insert(uuid.to_owned()),
@@ -91,6 +93,7 @@ fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) {
             pod.name_any()
         );
     }
+    Ok(())
 }
 
 async fn wait_ready(
@@ -129,7 +132,7 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
     )
     .await?;
     let pods = wait_ready(&client, &namespace.name, "llm", 4, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool);
+    assert_bound_without_overcommit(&pods, &pool)?;
     wait_until(
         Duration::from_secs(20),
         "status readyReplicas 4",
@@ -142,10 +145,10 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
 
     kubectl(&["scale", "idep/llm", "--replicas=6", "-n", &namespace.name])?;
     let pods = wait_ready(&client, &namespace.name, "llm", 6, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool);
+    assert_bound_without_overcommit(&pods, &pool)?;
     kubectl(&["scale", "idep/llm", "--replicas=2", "-n", &namespace.name])?;
     let pods = wait_ready(&client, &namespace.name, "llm", 2, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool);
+    assert_bound_without_overcommit(&pods, &pool)?;
 
     // No B200 in the pool: the replica gets a Degraded condition and an Event saying why.
     api.create(
@@ -247,7 +250,7 @@ async fn an_unhealthy_gpu_moves_its_replica_within_5s_without_breaking_the_budge
         "replacement took {recovered:?} (target 5 s)"
     );
     let live = live_pods(&client, &namespace.name, "llm").await?;
-    assert_bound_without_overcommit(&live, &pool);
+    assert_bound_without_overcommit(&live, &pool)?;
     for pod in &live {
         let on_failed = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
             == Some(node.as_str())
@@ -317,7 +320,7 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
     );
     let names: BTreeSet<String> = pods.iter().map(ResourceExt::name_any).collect();
     assert_eq!(names.len(), 5, "duplicate or missing Pods: {names:?}");
-    assert_bound_without_overcommit(&pods, &pool);
+    assert_bound_without_overcommit(&pods, &pool)?;
     // Nothing was created twice: every Pod has a distinct replica ordinal.
     let ordinals: BTreeSet<String> = pods
         .iter()
