@@ -5,7 +5,7 @@
 #   1. system packages (PostgreSQL, openssl, curl, …) and the control plane binaries (cached
 #      by version under $GPUFLEET_CACHE, built from the Go module proxy on the first run);
 #   2. formatting, lints, and the generated-artefact drift check (chart CRDs);
-#   3. unit and integration tests (`cargo test --workspace`);
+#   3. unit and integration tests (`cargo test --workspace`), and the planner again with HiGHS;
 #   4. the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #      KWOK with fake GPU nodes) and PostgreSQL started on 127.0.0.1, then the tests that need
 #      them (`--ignored`), then everything torn down.
@@ -39,7 +39,7 @@ phase() {
 }
 
 install_system_packages() {
-  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus chromium)
+  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus chromium cmake g++ libclang-dev)
   local missing=()
   for package in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
@@ -77,7 +77,13 @@ check_generated() {
 }
 
 unit_tests() {
-  cargo test --workspace --locked
+  cargo test --workspace --locked --no-fail-fast
+}
+
+# The planner's HiGHS build (C++; needs cmake, g++ and libclang) is tested too, so both solvers
+# and their agreement on objectives and shadow prices stay checked.
+highs_tests() {
+  cargo test -p gpufleet-planner --features highs --locked
 }
 
 start_postgres() {
@@ -101,7 +107,7 @@ start_cluster() {
 }
 
 e2e_tests() {
-  cargo test --workspace --locked -- --ignored --test-threads 2
+  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 2
 }
 
 teardown() {
@@ -121,6 +127,7 @@ if [ "${GPUFLEET_SKIP_LINT:-0}" != 1 ]; then
 fi
 phase "generated artefacts" check_generated
 phase "unit tests" unit_tests
+phase "planner with HiGHS" highs_tests
 phase "postgresql" start_postgres
 phase "control plane up" start_cluster
 phase "end-to-end tests" e2e_tests

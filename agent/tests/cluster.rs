@@ -151,14 +151,17 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
     )?;
     let started = Instant::now();
 
-    let (object, _) = wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
+    // The first publish may carry the inventory before the first sample (the sampler and the
+    // publisher run independently): wait for both.
+    let (object, _) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
         object
             .status
             .as_ref()
             .is_some_and(|status| status.gpus.len() == 8)
+            && free_mib(object, 0).is_some()
     })
     .await
-    .ok_or("no GpuNode with 8 GPUs within 5 s")?;
+    .ok_or("no GpuNode with 8 sampled GPUs within 10 s")?;
     let owner = object.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(
         owner.first().map(|owner| owner.uid.clone()),

@@ -112,60 +112,98 @@ async fn wait_ready(
     live_pods(client, namespace, name).await
 }
 
+/// A test's own namespace and KWOK GPU pool (2 nodes × 8 H100), where operators scoped to the
+/// namespace place its deployments.
+struct Bed {
+    client: Client,
+    namespace: TestNamespace,
+    pool: Vec<String>,
+    api: Api<InferenceDeployment>,
+}
+
+impl Bed {
+    async fn new(prefix: &str) -> anyhow::Result<Self> {
+        let client = client().await?;
+        install_crds(&client).await?;
+        let namespace = TestNamespace::create(&client, prefix).await?;
+        let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
+        let api = Api::namespaced(client.clone(), &namespace.name);
+        Ok(Self {
+            client,
+            namespace,
+            pool,
+            api,
+        })
+    }
+
+    /// Starts an operator of the namespace, identity `<namespace>-<suffix>`.
+    fn operator(&self, suffix: &str) -> anyhow::Result<OperatorProcess> {
+        let identity = format!("{}-{suffix}", self.namespace.name);
+        OperatorProcess::start(&self.namespace.name, "gpufleet-operator", &identity)
+    }
+
+    /// Creates a deployment of whole H100s in the pool.
+    async fn deploy(
+        &self,
+        name: &str,
+        replicas: i32,
+        extra_gpu: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let object = deployment(name, &self.namespace.name, replicas, extra_gpu)?;
+        self.api.create(&PostParams::default(), &object).await?;
+        Ok(())
+    }
+
+    /// Waits for exactly `count` Ready replicas of `name`.
+    async fn ready(&self, name: &str, count: usize) -> anyhow::Result<Vec<Pod>> {
+        wait_ready(
+            &self.client,
+            &self.namespace.name,
+            name,
+            count,
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    async fn finish(self) {
+        delete_gpu_pool(&self.client, &self.pool).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
 async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let namespace = TestNamespace::create(&client, "place").await?;
-    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
-    let _operator = OperatorProcess::start(
-        &namespace.name,
-        "gpufleet-operator",
-        &format!("{}-a", namespace.name),
-    )?;
-    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
+    let bed = Bed::new("place").await?;
+    let _operator = bed.operator("a")?;
+    let (client, namespace) = (&bed.client, bed.namespace.name.as_str());
 
-    api.create(
-        &PostParams::default(),
-        &deployment("llm", &namespace.name, 4, json!({}))?,
-    )
-    .await?;
-    let pods = wait_ready(&client, &namespace.name, "llm", 4, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool)?;
+    bed.deploy("llm", 4, json!({})).await?;
+    let pods = bed.ready("llm", 4).await?;
+    assert_bound_without_overcommit(&pods, &bed.pool)?;
     wait_until(
         Duration::from_secs(20),
         "status readyReplicas 4",
         || async {
-            let status = api.get("llm").await?.status.unwrap_or_default();
+            let status = bed.api.get("llm").await?.status.unwrap_or_default();
             Ok(status.ready_replicas == 4 && status.placements.len() == 4)
         },
     )
     .await?;
 
-    kubectl(&["scale", "idep/llm", "--replicas=6", "-n", &namespace.name])?;
-    let pods = wait_ready(&client, &namespace.name, "llm", 6, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool)?;
-    kubectl(&["scale", "idep/llm", "--replicas=2", "-n", &namespace.name])?;
-    let pods = wait_ready(&client, &namespace.name, "llm", 2, Duration::from_secs(60)).await?;
-    assert_bound_without_overcommit(&pods, &pool)?;
+    kubectl(&["scale", "idep/llm", "--replicas=6", "-n", namespace])?;
+    assert_bound_without_overcommit(&bed.ready("llm", 6).await?, &bed.pool)?;
+    kubectl(&["scale", "idep/llm", "--replicas=2", "-n", namespace])?;
+    assert_bound_without_overcommit(&bed.ready("llm", 2).await?, &bed.pool)?;
 
     // No B200 in the pool: the replica gets a Degraded condition and an Event saying why.
-    api.create(
-        &PostParams::default(),
-        &deployment(
-            "needs-b200",
-            &namespace.name,
-            1,
-            json!({"products": ["NVIDIA-B200"]}),
-        )?,
-    )
-    .await?;
+    bed.deploy("needs-b200", 1, json!({"products": ["NVIDIA-B200"]}))
+        .await?;
     wait_until(
         Duration::from_secs(30),
         "Degraded condition on needs-b200",
         || async {
-            let status = api.get("needs-b200").await?.status.unwrap_or_default();
+            let status = bed.api.get("needs-b200").await?.status.unwrap_or_default();
             Ok(status.unplaced_replicas == 1
                 && status.conditions.iter().any(|c| {
                     c.type_ == "Degraded"
@@ -176,7 +214,7 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
         },
     )
     .await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace.name);
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     wait_until(Duration::from_secs(30), "an Unplaceable Event", || async {
         let list = events.list(&ListParams::default()).await?;
         Ok(list.items.iter().any(|e| {
@@ -187,7 +225,7 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
         }))
     })
     .await?;
-    delete_gpu_pool(&client, &pool).await;
+    bed.finish().await;
     Ok(())
 }
 
@@ -195,22 +233,11 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
 #[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
 async fn an_unhealthy_gpu_moves_its_replica_within_5s_without_breaking_the_budget()
 -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let namespace = TestNamespace::create(&client, "failover").await?;
-    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
-    let _operator = OperatorProcess::start(
-        &namespace.name,
-        "gpufleet-operator",
-        &format!("{}-a", namespace.name),
-    )?;
-    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
-    api.create(
-        &PostParams::default(),
-        &deployment("llm", &namespace.name, 3, json!({}))?,
-    )
-    .await?;
-    let pods = wait_ready(&client, &namespace.name, "llm", 3, Duration::from_secs(60)).await?;
+    let bed = Bed::new("failover").await?;
+    let _operator = bed.operator("a")?;
+    let (client, namespace) = (&bed.client, bed.namespace.name.as_str());
+    bed.deploy("llm", 3, json!({})).await?;
+    let pods = bed.ready("llm", 3).await?;
 
     let victim = pods[0].clone();
     let node = victim
@@ -220,13 +247,13 @@ async fn an_unhealthy_gpu_moves_its_replica_within_5s_without_breaking_the_budge
         .expect("bound");
     let index: u32 = victim.annotations()["gpufleet.io/gpu-indices"].parse()?;
     let failed_at = Instant::now();
-    set_gpu_health(&client, &node, Some(index)).await?;
+    set_gpu_health(client, &node, Some(index)).await?;
 
     // Poll: the Ready replica count never drops below replicas - maxUnavailable (3), and the
     // victim is gone once a replacement on a healthy GPU is Ready.
     let mut lowest_ready = usize::MAX;
     let recovered = loop {
-        let live = live_pods(&client, &namespace.name, "llm").await?;
+        let live = live_pods(client, namespace, "llm").await?;
         lowest_ready = lowest_ready.min(live.iter().filter(|p| is_ready(p)).count());
         let victim_gone = live.iter().all(|p| p.name_any() != victim.name_any());
         if victim_gone && live.len() == 3 && live.iter().all(is_ready) {
@@ -249,31 +276,25 @@ async fn an_unhealthy_gpu_moves_its_replica_within_5s_without_breaking_the_budge
         recovered <= Duration::from_secs(5),
         "replacement took {recovered:?} (target 5 s)"
     );
-    let live = live_pods(&client, &namespace.name, "llm").await?;
-    assert_bound_without_overcommit(&live, &pool)?;
+    let live = live_pods(client, namespace, "llm").await?;
+    assert_bound_without_overcommit(&live, &bed.pool)?;
     for pod in &live {
         let on_failed = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
             == Some(node.as_str())
             && pod.annotations()["gpufleet.io/gpu-indices"] == index.to_string();
         assert!(!on_failed, "{} still on the failed GPU", pod.name_any());
     }
-    delete_gpu_pool(&client, &pool).await;
+    bed.finish().await;
     Ok(())
 }
 
 #[tokio::test]
 #[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
 async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let namespace = TestNamespace::create(&client, "leader").await?;
-    let pool = create_gpu_pool(&client, &namespace.name, 2).await?;
-    let mut first = OperatorProcess::start(
-        &namespace.name,
-        "gpufleet-operator",
-        &format!("{}-a", namespace.name),
-    )?;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace.name);
+    let bed = Bed::new("leader").await?;
+    let mut first = bed.operator("a")?;
+    let (client, namespace) = (&bed.client, bed.namespace.name.as_str());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     wait_until(Duration::from_secs(30), "a leader", || async {
         let lease = leases.get_opt("gpufleet-operator").await?;
         Ok(lease
@@ -283,23 +304,15 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
             == Some(first.identity.as_str()))
     })
     .await?;
-    let second = OperatorProcess::start(
-        &namespace.name,
-        "gpufleet-operator",
-        &format!("{}-b", namespace.name),
-    )?;
-    let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &namespace.name);
-    api.create(
-        &PostParams::default(),
-        &deployment("llm", &namespace.name, 3, json!({}))?,
-    )
-    .await?;
-    wait_ready(&client, &namespace.name, "llm", 3, Duration::from_secs(60)).await?;
+    let second = bed.operator("b")?;
+    bed.deploy("llm", 3, json!({})).await?;
+    bed.ready("llm", 3).await?;
 
     first.kill();
     let killed_at = Instant::now();
     let patch = json!({"spec": {"replicas": 5}});
-    api.patch("llm", &PatchParams::default(), &Patch::Merge(&patch))
+    bed.api
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     wait_until(Duration::from_secs(30), "the standby to lead", || async {
         let lease = leases.get_opt("gpufleet-operator").await?;
@@ -311,7 +324,7 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
     })
     .await?;
     let handover = killed_at.elapsed();
-    let pods = wait_ready(&client, &namespace.name, "llm", 5, Duration::from_secs(30)).await?;
+    let pods = wait_ready(client, namespace, "llm", 5, Duration::from_secs(30)).await?;
     let scaled = killed_at.elapsed();
     println!("leader killed: standby led after {handover:?}, 5 replicas Ready after {scaled:?}");
     assert!(
@@ -320,7 +333,7 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
     );
     let names: BTreeSet<String> = pods.iter().map(ResourceExt::name_any).collect();
     assert_eq!(names.len(), 5, "duplicate or missing Pods: {names:?}");
-    assert_bound_without_overcommit(&pods, &pool)?;
+    assert_bound_without_overcommit(&pods, &bed.pool)?;
     // Nothing was created twice: every Pod has a distinct replica ordinal.
     let ordinals: BTreeSet<String> = pods
         .iter()
@@ -328,6 +341,6 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
         .collect();
     assert_eq!(ordinals.len(), 5);
     drop(second);
-    delete_gpu_pool(&client, &pool).await;
+    bed.finish().await;
     Ok(())
 }
