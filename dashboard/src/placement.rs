@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gpufleet_api::InferenceDeployment;
 use gpufleet_api::gpu_node::HealthState;
-use gpufleet_api::inference_deployment::PlacementStrategy;
+
 use gpufleet_placement::{
     ChosenGpu, ComputeCapability, Engine, EngineConfig, ExistingPlacement, FleetSnapshot,
     GpuHealth, GpuRequest, GpuSnapshot, HOSTNAME_LABEL, MemoryNeed, NodeSnapshot, Outcome,
-    ReplicaRequest, ScoreBreakdown, Strategy, TopologySpread, WorkloadMix,
+    ReplicaRequest, ScoreBreakdown, WorkloadMix, strategy_of,
 };
 use serde::Serialize;
 
@@ -104,68 +104,10 @@ pub fn deployment_key(deployment: &InferenceDeployment) -> String {
     )
 }
 
-fn strategy_of(strategy: PlacementStrategy) -> Strategy {
-    match strategy {
-        PlacementStrategy::FragmentationAware => Strategy::FragmentationAware,
-        PlacementStrategy::BestFit => Strategy::BestFit,
-        PlacementStrategy::Pack => Strategy::Pack,
-        PlacementStrategy::Spread => Strategy::Spread,
-    }
-}
-
-fn parse_capability(text: &str) -> Option<ComputeCapability> {
-    let (major, minor) = text.split_once('.')?;
-    Some(ComputeCapability {
-        major: major.parse().ok()?,
-        minor: minor.parse().ok()?,
-    })
-}
-
-/// The engine request of one replica of `deployment`.
+/// The engine request of one replica of `deployment` (the operator asks the same question).
 #[must_use]
 pub fn request_of(deployment: &InferenceDeployment, replica: String) -> ReplicaRequest {
-    let spec = &deployment.spec;
-    let memory = spec
-        .gpu
-        .memory_mib
-        .map_or(MemoryNeed::ShareOfCapacity, MemoryNeed::Mib);
-    let gpu = match (spec.gpu.count, spec.gpu.fraction) {
-        (None, Some(fraction)) => {
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "the fraction is clamped to (0, 1) before scaling to thousandths"
-            )]
-            let milli = (fraction.clamp(0.001, 0.999) * 1000.0).round() as u32;
-            GpuRequest::Fraction { milli, memory }
-        }
-        (count, _) => GpuRequest::Whole {
-            count: count.unwrap_or(1),
-            memory,
-        },
-    };
-    let mut request = ReplicaRequest::new(replica, deployment_key(deployment), gpu);
-    request.allowed_products.clone_from(&spec.gpu.products);
-    request.min_compute_capability = spec
-        .gpu
-        .min_compute_capability
-        .as_deref()
-        .and_then(parse_capability);
-    request
-        .node_selector
-        .clone_from(&spec.placement.node_selector);
-    request.max_replicas_per_node = spec.placement.max_replicas_per_node;
-    request.topology_spread = spec
-        .placement
-        .topology_keys
-        .iter()
-        .map(|key| TopologySpread {
-            key: key.clone(),
-            max_skew: 1,
-        })
-        .collect();
-    request.memory_headroom_mib = spec.placement.memory_headroom_mib;
-    request
+    gpufleet_placement::request_for(&deployment.spec, replica, deployment_key(deployment))
 }
 
 fn gpu_snapshot(gpu: &GpuView) -> GpuSnapshot {
@@ -183,7 +125,10 @@ fn gpu_snapshot(gpu: &GpuView) -> GpuSnapshot {
         uuid: gpu.uuid.clone(),
         product: gpu.product.clone(),
         memory_mib: gpu.memory_total_mib,
-        compute_capability: gpu.compute_capability.as_deref().and_then(parse_capability),
+        compute_capability: gpu
+            .compute_capability
+            .as_deref()
+            .and_then(ComputeCapability::parse),
         observed_free_mib: gpu.memory_free_mib,
         utilisation_percent: gpu.utilization_percent,
         temperature_celsius: gpu.temperature_celsius,

@@ -13,7 +13,9 @@ use futures::{StreamExt, TryStreamExt};
 use gpufleet_api::inference_deployment::ReplicaPlacement;
 use gpufleet_api::labels::DEPLOYMENT_LABEL;
 use gpufleet_api::{GpuNode, InferenceDeployment};
-use gpufleet_placement::{Decision, Engine, EngineConfig, ExistingPlacement, Outcome, WorkloadMix};
+use gpufleet_placement::{
+    Decision, Engine, EngineConfig, ExistingPlacement, Outcome, WorkloadMix, strategy_of,
+};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -27,7 +29,7 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::replica::{
     free_ordinals, group_of, is_ready, is_terminating, ordinal_of, placement_of, pod_for, pod_name,
-    request_for, strategy_of,
+    request_for,
 };
 use crate::rollout::{self, Budget, ReplicaState};
 use crate::snapshot::{self, failure_of};

@@ -7,33 +7,19 @@
 
 use std::collections::BTreeMap;
 
-use gpufleet_api::inference_deployment::{InferenceDeployment, PlacementStrategy};
+use gpufleet_api::inference_deployment::InferenceDeployment;
 use gpufleet_api::labels::{
     DEPLOYMENT_LABEL, GPU_INDICES_ANNOTATION, GPU_MEMORY_ANNOTATION, GPU_MILLI_ANNOTATION,
     GPU_UUIDS_ANNOTATION, NVIDIA_GPU_RESOURCE, PLACED_AT_ANNOTATION, REPLICA_LABEL, SCHEDULER_NAME,
     SCORE_ANNOTATION,
 };
-use gpufleet_placement::{
-    ComputeCapability, Decision, ExistingPlacement, GpuRequest, MemoryNeed, ReplicaRequest,
-    Strategy, TopologySpread,
-};
+use gpufleet_placement::{Decision, ExistingPlacement, ReplicaRequest};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::{Error, Result};
-
-/// The engine's strategy for a deployment's policy.
-#[must_use]
-pub fn strategy_of(strategy: PlacementStrategy) -> Strategy {
-    match strategy {
-        PlacementStrategy::FragmentationAware => Strategy::FragmentationAware,
-        PlacementStrategy::BestFit => Strategy::BestFit,
-        PlacementStrategy::Pack => Strategy::Pack,
-        PlacementStrategy::Spread => Strategy::Spread,
-    }
-}
 
 /// The group name replicas of one deployment share in the engine: `namespace/name`.
 #[must_use]
@@ -45,62 +31,16 @@ pub fn group_of(deployment: &InferenceDeployment) -> String {
     )
 }
 
-/// What one replica of `deployment` asks the engine for, named `pod_name`.
+/// What one replica of `deployment` asks the engine for, named `pod_name`: the shared
+/// conversion of the spec, plus the CPU and memory its pod template requests.
 #[must_use]
 pub fn request_for(deployment: &InferenceDeployment, pod_name: &str) -> ReplicaRequest {
-    let spec = &deployment.spec;
-    let memory = spec
-        .gpu
-        .memory_mib
-        .map_or(MemoryNeed::ShareOfCapacity, MemoryNeed::Mib);
-    let gpu = match (spec.gpu.count, spec.gpu.fraction) {
-        (_, Some(fraction)) => {
-            // The CRD guarantees 0 < fraction <= 1; a full share is a whole GPU.
-            let milli = (fraction * 1000.0).round().clamp(1.0, 1000.0) as u32;
-            if milli >= 1000 {
-                GpuRequest::Whole { count: 1, memory }
-            } else {
-                GpuRequest::Fraction { milli, memory }
-            }
-        }
-        (count, None) => GpuRequest::Whole {
-            count: count.unwrap_or(1),
-            memory,
-        },
-    };
-    let mut request = ReplicaRequest::new(pod_name, group_of(deployment), gpu);
-    request.allowed_products = spec.gpu.products.clone();
-    request.min_compute_capability = spec
-        .gpu
-        .min_compute_capability
-        .as_deref()
-        .and_then(parse_compute_capability);
-    request.node_selector = spec.placement.node_selector.clone();
-    request.max_replicas_per_node = spec.placement.max_replicas_per_node;
-    request.topology_spread = spec
-        .placement
-        .topology_keys
-        .iter()
-        .map(|key| TopologySpread {
-            key: key.clone(),
-            max_skew: 1,
-        })
-        .collect();
-    request.memory_headroom_mib = spec.placement.memory_headroom_mib;
+    let mut request =
+        gpufleet_placement::request_for(&deployment.spec, pod_name, group_of(deployment));
     let (cpu_milli, memory_mib) = template_requests(deployment);
     request.cpu_milli = cpu_milli;
     request.memory_mib = memory_mib;
     request
-}
-
-/// Parses `9.0` into a compute capability.
-#[must_use]
-pub fn parse_compute_capability(text: &str) -> Option<ComputeCapability> {
-    let (major, minor) = text.split_once('.')?;
-    Some(ComputeCapability {
-        major: major.parse().ok()?,
-        minor: minor.parse().ok()?,
-    })
 }
 
 /// CPU (millicores) and memory (MiB) the template's containers request.
@@ -364,7 +304,9 @@ pub fn free_ordinals(taken: &[u32], count: usize) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpufleet_placement::{ChosenGpu, ScoreBreakdown};
+    use gpufleet_placement::{
+        ChosenGpu, ComputeCapability, GpuRequest, MemoryNeed, ScoreBreakdown, Strategy,
+    };
     use serde_json::json;
 
     pub(crate) fn deployment(spec: serde_json::Value) -> InferenceDeployment {

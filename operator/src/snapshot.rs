@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 use gpufleet_api::GpuNode;
 use gpufleet_api::gpu_node::{GpuDevice, HealthState};
 use gpufleet_api::labels::{GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, NVIDIA_GPU_RESOURCE};
-use gpufleet_placement::{ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, NodeSnapshot};
+use gpufleet_placement::{
+    ComputeCapability, ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, NodeSnapshot,
+};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::replica::{cpu_millis, memory_mib, parse_compute_capability};
+use crate::replica::{cpu_millis, memory_mib};
 
 /// How old a GpuNode heartbeat may be before the node's GPUs count as unknown.
 pub const DEFAULT_HEARTBEAT_STALE_AFTER_MS: u64 = 90_000;
@@ -71,7 +73,7 @@ fn gpu_from_device(device: &GpuDevice) -> GpuSnapshot {
         compute_capability: device
             .compute_capability
             .as_deref()
-            .and_then(parse_compute_capability),
+            .and_then(ComputeCapability::parse),
         observed_free_mib: telemetry.memory_free_mib,
         utilisation_percent: telemetry.utilization_percent,
         temperature_celsius: telemetry.temperature_celsius,
@@ -110,7 +112,7 @@ fn gpus_from_labels(node: &Node) -> Vec<GpuSnapshot> {
         labels.get("nvidia.com/gpu.compute.major"),
         labels.get("nvidia.com/gpu.compute.minor"),
     ) {
-        (Some(major), Some(minor)) => parse_compute_capability(&format!("{major}.{minor}")),
+        (Some(major), Some(minor)) => ComputeCapability::parse(&format!("{major}.{minor}")),
         _ => None,
     };
     (0..count)

@@ -126,6 +126,18 @@ pub struct ComputeCapability {
     pub minor: u32,
 }
 
+impl ComputeCapability {
+    /// Parses `major.minor` (e.g. `9.0`), as the CRDs and GFD labels write it.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let (major, minor) = text.split_once('.')?;
+        Some(ComputeCapability {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+}
+
 impl fmt::Display for ComputeCapability {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}.{}", self.major, self.minor)

@@ -31,6 +31,8 @@
 mod decision;
 mod engine;
 mod fleet;
+#[cfg(feature = "api")]
+mod from_api;
 mod request;
 mod score;
 pub mod simulate;
@@ -45,6 +47,8 @@ pub use fleet::{
     ComputeCapability, ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, HOSTNAME_LABEL,
     NodeSnapshot,
 };
+#[cfg(feature = "api")]
+pub use from_api::{request_for, strategy_of};
 pub use request::{GpuRequest, MemoryNeed, ReplicaRequest, TopologySpread};
 pub use strategy::{EngineConfig, MixEntry, ScoreWeights, Strategy, WorkloadMix};
 
