@@ -28,8 +28,8 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::replica::{
-    free_ordinals, group_of, is_ready, is_terminating, ordinal_of, placement_of, pod_for, pod_name,
-    request_for,
+    free_ordinals, group_of, is_ready, is_terminating, ordinal_of, placement_id, placement_of,
+    pod_for, pod_name, request_for,
 };
 use crate::rollout::{self, Budget, ReplicaState};
 use crate::snapshot::{self, failure_of};
@@ -133,7 +133,12 @@ impl Context {
             .filter(|(name, (placement, _))| {
                 placement.group == group && name.starts_with(&format!("{namespace}/"))
             })
-            .map(|(_, (placement, _))| placement.id.clone())
+            .filter_map(|(_, (placement, _))| {
+                placement
+                    .id
+                    .strip_prefix(&format!("{namespace}/"))
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
@@ -402,7 +407,7 @@ fn decide(
     let mut delete: Vec<(String, String)> = Vec::new();
     for (pod, why) in &plan.delete_failed {
         // Its GPUs are failed anyway; freeing them keeps the engine's view exact.
-        let _ = engine.remove(pod);
+        let _ = engine.remove(&placement_id(namespace, pod));
         delete.push((pod.clone(), why.clone()));
     }
     if plan.scale_down > 0 {
@@ -411,7 +416,12 @@ fn decide(
                 "scale down to {desired}: removing it lowers fragmentation on {} by {:.3} GPUs",
                 removal.node, -removal.fragmentation_delta_gpus
             );
-            delete.push((removal.placement, why));
+            let pod = removal
+                .placement
+                .strip_prefix(&format!("{namespace}/"))
+                .unwrap_or(&removal.placement)
+                .to_owned();
+            delete.push((pod, why));
         }
     }
 

@@ -21,6 +21,13 @@ use kube::{Resource, ResourceExt};
 
 use crate::{Error, Result};
 
+/// The engine's id of a replica's placement: `namespace/pod`, since Pod names repeat across
+/// namespaces and the engine sees the whole fleet.
+#[must_use]
+pub fn placement_id(namespace: &str, pod: &str) -> String {
+    format!("{namespace}/{pod}")
+}
+
 /// The group name replicas of one deployment share in the engine: `namespace/name`.
 #[must_use]
 pub fn group_of(deployment: &InferenceDeployment) -> String {
@@ -35,8 +42,12 @@ pub fn group_of(deployment: &InferenceDeployment) -> String {
 /// conversion of the spec, plus the CPU and memory its pod template requests.
 #[must_use]
 pub fn request_for(deployment: &InferenceDeployment, pod_name: &str) -> ReplicaRequest {
-    let mut request =
-        gpufleet_placement::request_for(&deployment.spec, pod_name, group_of(deployment));
+    let namespace = deployment.namespace().unwrap_or_default();
+    let mut request = gpufleet_placement::request_for(
+        &deployment.spec,
+        placement_id(&namespace, pod_name),
+        group_of(deployment),
+    );
     let (cpu_milli, memory_mib) = template_requests(deployment);
     request.cpu_milli = cpu_milli;
     request.memory_mib = memory_mib;
@@ -234,7 +245,7 @@ pub fn placement_of(pod: &Pod, group: &str) -> Option<ExistingPlacement> {
         .collect::<Result<Vec<u32>, _>>()
         .ok()?;
     Some(ExistingPlacement {
-        id: pod.name_any(),
+        id: placement_id(&pod.namespace().unwrap_or_default(), &pod.name_any()),
         group: group.to_owned(),
         node,
         gpus,
@@ -413,6 +424,8 @@ mod tests {
         let placement = placement_of(&pod, "serving/llm").expect("placement");
         assert_eq!(placement.node, "node-a");
         assert_eq!(placement.gpus, vec![2, 3]);
+        // Pod names repeat across namespaces; the engine id does not.
+        assert_eq!(placement.id, "serving/llm-r0");
         assert_eq!(
             (placement.gpu_milli, placement.gpu_memory_mib),
             (1000, 40_000)
