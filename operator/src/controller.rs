@@ -168,6 +168,9 @@ struct Decisions {
     snapshot: gpufleet_placement::FleetSnapshot,
     desired: u32,
     budget: Budget,
+    /// Time until the first GpuNode heartbeat of a node holding one of its replicas goes
+    /// stale, so the requeue lands right then instead of at the next resync.
+    next_heartbeat_deadline: Option<Duration>,
 }
 
 /// Reconciles one InferenceDeployment.
@@ -316,11 +319,41 @@ pub async fn reconcile(
         || decisions.held_back > 0
         || !decisions.create.is_empty()
         || decisions.in_flight_own > 0;
-    Ok(Action::requeue(if busy {
+    let regular = if busy {
         Duration::from_secs(2)
     } else {
         context.config.resync
-    }))
+    };
+    Ok(Action::requeue(
+        decisions
+            .next_heartbeat_deadline
+            .map_or(regular, |deadline| regular.min(deadline)),
+    ))
+}
+
+/// How long until the earliest heartbeat of the nodes under `pods` goes stale (plus a small
+/// margin so the snapshot then sees it stale), or `None` when none is fresh.
+fn next_heartbeat_deadline(
+    pods: &[Arc<Pod>],
+    gpu_nodes: &BTreeMap<String, Arc<GpuNode>>,
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> Option<Duration> {
+    const MARGIN_MS: u64 = 100;
+    pods.iter()
+        .filter_map(|pod| pod.spec.as_ref()?.node_name.as_deref())
+        .filter_map(|node| {
+            gpu_nodes
+                .get(node)?
+                .status
+                .as_ref()?
+                .last_heartbeat_time
+                .as_ref()
+        })
+        .map(|beat| (snapshot::time_ms(beat) + stale_after_ms).saturating_sub(now_ms))
+        .filter(|remaining| *remaining > 0)
+        .min()
+        .map(|remaining| Duration::from_millis(remaining + MARGIN_MS))
 }
 
 /// The pure part of a reconcile, under the placement lock.
@@ -456,6 +489,12 @@ fn decide(
     context
         .metrics
         .set_fragmentation(engine.summary().fragmentation_share());
+    let next_heartbeat_deadline = next_heartbeat_deadline(
+        &own_pods,
+        &gpu_nodes,
+        now,
+        context.config.heartbeat_stale_after_ms,
+    );
 
     Ok(Decisions {
         create,
@@ -465,6 +504,7 @@ fn decide(
         held_back: plan.held_back,
         own_pods,
         in_flight_own: in_flight.len(),
+        next_heartbeat_deadline,
         snapshot,
         desired,
         budget,
@@ -713,4 +753,55 @@ pub async fn run(
         })
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod_on(node: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": "p"}, "spec": {"nodeName": node, "containers": []}}),
+            )
+            .expect("pod"),
+        )
+    }
+
+    fn gpu_node(name: &str, heartbeat: &str) -> (String, Arc<GpuNode>) {
+        let object: GpuNode = serde_json::from_value(json!({
+            "apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
+            "metadata": {"name": name}, "spec": {"nodeName": name},
+            "status": {"lastHeartbeatTime": heartbeat}
+        }))
+        .expect("GpuNode");
+        (name.to_owned(), Arc::new(object))
+    }
+
+    #[test]
+    fn the_requeue_lands_when_the_first_replica_node_heartbeat_goes_stale() {
+        // 2026-01-01T00:00:30Z; heartbeats at :00 and :20, stale after 60 s.
+        let now = 1_767_225_630_000;
+        let gpu_nodes = BTreeMap::from([
+            gpu_node("a", "2026-01-01T00:00:00Z"),
+            gpu_node("b", "2026-01-01T00:00:20Z"),
+            gpu_node("idle", "2025-12-31T23:59:59Z"),
+        ]);
+        let pods = [pod_on("a"), pod_on("b")];
+        assert_eq!(
+            next_heartbeat_deadline(&pods, &gpu_nodes, now, 60_000),
+            Some(Duration::from_millis(30_100))
+        );
+        // Already stale heartbeats are handled now, not scheduled; no replicas, no deadline.
+        assert_eq!(
+            next_heartbeat_deadline(&pods, &gpu_nodes, now + 45_000, 60_000),
+            Some(Duration::from_millis(5_100))
+        );
+        assert_eq!(
+            next_heartbeat_deadline(&pods, &gpu_nodes, now + 90_000, 60_000),
+            None
+        );
+        assert_eq!(next_heartbeat_deadline(&[], &gpu_nodes, now, 60_000), None);
+    }
 }

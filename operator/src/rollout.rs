@@ -1,8 +1,9 @@
 //! What a reconcile should do to a deployment's replicas, within its disruption budget (pure).
 //!
 //! Replacing a failed replica is "surge first": a replacement is created (while the surge
-//! allows) and the failed replica is deleted only once enough healthy replicas are Ready that
-//! the deletion keeps the deployment within `maxUnavailable`. With `maxSurge: 0` the failed
+//! allows) and a failed replica that is still Ready is deleted only once enough replicas are
+//! Ready that the deletion keeps the deployment within `maxUnavailable`; a failed replica that
+//! is not Ready serves nothing and goes at once. With `maxSurge: 0` the failed
 //! replica goes first, which `maxUnavailable >= 1` allows (the CRD forbids both being 0).
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -78,27 +79,35 @@ pub fn plan(desired: u32, replicas: &[ReplicaState], budget: Budget) -> Plan {
     let total = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
     let healthy =
         u32::try_from(replicas.iter().filter(|r| r.failure.is_none()).count()).unwrap_or(u32::MAX);
-    let ready_healthy = u32::try_from(
-        replicas
-            .iter()
-            .filter(|r| r.failure.is_none() && r.ready)
-            .count(),
-    )
-    .unwrap_or(u32::MAX);
+    let mut ready = u32::try_from(replicas.iter().filter(|r| r.ready).count()).unwrap_or(u32::MAX);
 
     let mut result = Plan::default();
     if healthy > desired {
         result.scale_down = healthy - desired;
     }
-    // Failed replicas are unavailable already; deleting one is allowed once the healthy Ready
-    // replicas alone satisfy the budget, i.e. its replacement is up.
+    // A failed replica that is not Ready serves nothing: it goes at once. One that is still
+    // Ready (a GPU graded Unhealthy under a running server, a node whose kubelet stopped
+    // reporting) still counts as available, like any Ready Pod for a Deployment or a PDB: it
+    // goes only while the Ready replicas left stay within `maxUnavailable`, i.e. once its
+    // replacement is up. Counting Ready failed replicas is what lets several failed replicas
+    // on one node leave one by one through the surge instead of waiting on each other.
     let min_available = desired.saturating_sub(budget.max_unavailable);
     let mut deleted = 0;
-    for replica in replicas.iter().filter(|r| r.failure.is_some()) {
-        if ready_healthy >= min_available {
+    let (ready_failed, not_ready_failed): (Vec<&ReplicaState>, Vec<&ReplicaState>) = replicas
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .partition(|r| r.ready);
+    for replica in not_ready_failed {
+        let why = replica.failure.clone().unwrap_or_default();
+        result.delete_failed.push((replica.name.clone(), why));
+        deleted += 1;
+    }
+    for replica in ready_failed {
+        if ready > min_available {
             let why = replica.failure.clone().unwrap_or_default();
             result.delete_failed.push((replica.name.clone(), why));
             deleted += 1;
+            ready -= 1;
         } else {
             result.held_back += 1;
         }
@@ -191,6 +200,48 @@ mod tests {
     }
 
     #[test]
+    fn several_failed_replicas_leave_one_by_one_through_the_surge() {
+        // A node went NotReady under three replicas whose Pods still say Ready. Each step
+        // applies the plan and lets the new replicas become Ready.
+        let mut replicas = vec![
+            replica("a", true, true),
+            replica("b", true, true),
+            replica("c", true, true),
+        ];
+        let mut created = 0;
+        for _ in 0..10 {
+            let step = plan(3, &replicas, SURGE_ONE);
+            if step.create == 0 && step.delete_failed.is_empty() {
+                break;
+            }
+            replicas.retain(|r| !step.delete_failed.iter().any(|(gone, _)| *gone == r.name));
+            assert!(
+                replicas.iter().filter(|r| r.ready).count() >= 3,
+                "{replicas:?}"
+            );
+            for _ in 0..step.create {
+                replicas.push(replica(&format!("new{created}"), true, false));
+                created += 1;
+            }
+            assert!(replicas.len() <= 4, "surge exceeded: {replicas:?}");
+        }
+        assert_eq!(created, 3);
+        assert_eq!(replicas.len(), 3);
+        assert!(replicas.iter().all(|r| r.failure.is_none()));
+    }
+
+    #[test]
+    fn a_failed_replica_that_is_not_ready_goes_at_once() {
+        let step = plan(
+            2,
+            &[replica("a", true, false), replica("b", false, true)],
+            SURGE_ONE,
+        );
+        assert_eq!(step.delete_failed.len(), 1);
+        assert_eq!(step.create, 1);
+    }
+
+    #[test]
     fn without_surge_the_failed_replica_goes_first() {
         let budget = Budget {
             max_unavailable: 1,
@@ -240,6 +291,16 @@ mod tests {
             let healthy = replicas.iter().filter(|r| r.failure.is_none()).count() as u32;
             prop_assert!(after <= (desired + budget.max_surge).max(total - step.delete_failed.len() as u32));
             prop_assert!(healthy + step.create <= desired.max(healthy));
+            // Deleting never takes the Ready count below the budget's minimum (or below where
+            // it already was).
+            let ready_before = replicas.iter().filter(|r| r.ready).count() as u32;
+            let ready_deleted = step
+                .delete_failed
+                .iter()
+                .filter(|(name, _)| replicas.iter().any(|r| &r.name == name && r.ready))
+                .count() as u32;
+            let min_available = desired.saturating_sub(budget.max_unavailable);
+            prop_assert!(ready_before - ready_deleted >= min_available.min(ready_before));
             // Deleting failed replicas never touches healthy Ready ones.
             for (name, _) in &step.delete_failed {
                 prop_assert!(replicas.iter().any(|r| &r.name == name && r.failure.is_some()));

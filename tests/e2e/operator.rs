@@ -138,8 +138,13 @@ impl Bed {
 
     /// Starts an operator of the namespace, identity `<namespace>-<suffix>`.
     fn operator(&self, suffix: &str) -> anyhow::Result<OperatorProcess> {
+        self.operator_with(suffix, &[])
+    }
+
+    /// Like [`Bed::operator`], with extra `gpufleet operator` arguments.
+    fn operator_with(&self, suffix: &str, extra: &[&str]) -> anyhow::Result<OperatorProcess> {
         let identity = format!("{}-{suffix}", self.namespace.name);
-        OperatorProcess::start(&self.namespace.name, "gpufleet-operator", &identity)
+        OperatorProcess::start_with(&self.namespace.name, "gpufleet-operator", &identity, extra)
     }
 
     /// Creates a deployment of whole H100s in the pool.
@@ -341,6 +346,173 @@ async fn killing_the_leader_hands_over_within_15s_without_duplicate_pods() -> an
         .collect();
     assert_eq!(ordinals.len(), 5);
     drop(second);
+    bed.finish().await;
+    Ok(())
+}
+
+/// The node holding most of `pods`' replicas, and how many it holds.
+fn busiest_node(pods: &[Pod]) -> anyhow::Result<(String, usize)> {
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for pod in pods {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .context("Pod not bound")?;
+        *counts.entry(node).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .context("no replicas")
+}
+
+/// Polls until every replica of `name` has left `failed_node` and `replicas` Ready ones run
+/// elsewhere. Checks the disruption budget (maxUnavailable 0) at every poll: a replica on the
+/// failed node is only removed once a Ready replacement runs elsewhere, so replicas still on
+/// the failed node plus Ready ones elsewhere never drop below `replicas`. Returns the time
+/// from `failed_at` to recovery.
+async fn wait_moved_off(
+    bed: &Bed,
+    name: &str,
+    failed_node: &str,
+    replicas: usize,
+    failed_at: Instant,
+) -> anyhow::Result<Duration> {
+    let namespace = bed.namespace.name.as_str();
+    loop {
+        let live = live_pods(&bed.client, namespace, name).await?;
+        let on_failed = live
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(failed_node))
+            .count();
+        let ready_elsewhere = live
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(failed_node)
+                    && is_ready(p)
+            })
+            .count();
+        assert!(
+            on_failed + ready_elsewhere >= replicas,
+            "budget broken: {on_failed} left on {failed_node}, {ready_elsewhere} Ready elsewhere"
+        );
+        if on_failed == 0 && ready_elsewhere == replicas && live.len() == replicas {
+            assert_bound_without_overcommit(&live, &bed.pool)?;
+            return Ok(failed_at.elapsed());
+        }
+        assert!(
+            failed_at.elapsed() < Duration::from_secs(60),
+            "replicas still on {failed_node} after 60 s: {on_failed} there, {ready_elsewhere} Ready elsewhere"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn a_notready_node_has_its_replicas_replaced_elsewhere_surge_first() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let bed = Bed::new("notready").await?;
+    let _operator = bed.operator("a")?;
+    bed.deploy("llm", 3, json!({})).await?;
+    let pods = bed.ready("llm", 3).await?;
+    let (victim, moving) = busiest_node(&pods)?;
+
+    // KWOK keeps the nodes it manages Ready: take the node out of its hands, then report the
+    // kubelet gone, as the node lifecycle controller would after missed heartbeats.
+    let nodes: Api<Node> = Api::all(bed.client.clone());
+    let unmanage = json!({"metadata": {"annotations": {"kwok.x-k8s.io/node": null}}});
+    nodes
+        .patch(&victim, &PatchParams::default(), &Patch::Merge(&unmanage))
+        .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+        "reason": "KubeletStopped", "message": "e2e: kubelet stopped posting status",
+        "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    let failed_at = Instant::now();
+    nodes
+        .patch_status(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Strategic(&not_ready),
+        )
+        .await?;
+
+    let recovered = wait_moved_off(&bed, "llm", &victim, 3, failed_at).await?;
+    println!("node {victim} NotReady: {moving} replicas moved off in {recovered:?}");
+    let per_replica = recovered / u32::try_from(moving)?;
+    assert!(
+        per_replica <= Duration::from_secs(5),
+        "{moving} replicas took {recovered:?} ({per_replica:?} each, target 5 s)"
+    );
+    bed.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn a_stale_gpunode_heartbeat_moves_its_replicas_surge_first() -> anyhow::Result<()> {
+    const STALE_AFTER: Duration = Duration::from_secs(5);
+    let bed = Bed::new("stale").await?;
+    let _operator = bed.operator_with("a", &["--heartbeat-stale-after-seconds", "5"])?;
+
+    // Every pool node's "agent" beats each second until the test silences one.
+    let beating = std::sync::Arc::new(std::sync::Mutex::new(
+        bed.pool.iter().cloned().collect::<BTreeSet<String>>(),
+    ));
+    let last_beat = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        Instant,
+    >::new()));
+    let heart = {
+        let (client, beating, last_beat) = (bed.client.clone(), beating.clone(), last_beat.clone());
+        tokio::spawn(async move {
+            loop {
+                let nodes: Vec<String> = beating
+                    .lock()
+                    .map(|b| b.iter().cloned().collect())
+                    .unwrap_or_default();
+                for node in nodes {
+                    let sent = Instant::now();
+                    if set_gpu_health(&client, &node, None).await.is_ok()
+                        && let Ok(mut last) = last_beat.lock()
+                    {
+                        last.insert(node, sent);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    bed.deploy("llm", 3, json!({})).await?;
+    let pods = bed.ready("llm", 3).await?;
+    let (victim, moving) = busiest_node(&pods)?;
+
+    beating
+        .lock()
+        .map_err(|_| anyhow::anyhow!("heartbeat set poisoned"))?
+        .remove(&victim);
+    // Let an in-flight beat of the victim land before reading its time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let silenced_at = last_beat
+        .lock()
+        .map_err(|_| anyhow::anyhow!("heartbeat times poisoned"))?
+        .get(&victim)
+        .copied()
+        .context("the victim never beat")?;
+    let stale_at = silenced_at + STALE_AFTER;
+
+    let recovered = wait_moved_off(&bed, "llm", &victim, 3, stale_at).await?;
+    heart.abort();
+    println!(
+        "GpuNode {victim} heartbeat stale: {moving} replicas moved off {recovered:?} after it went stale"
+    );
+    let per_replica = recovered / u32::try_from(moving)?;
+    assert!(
+        per_replica <= Duration::from_secs(5),
+        "{moving} replicas took {recovered:?} after the heartbeat went stale ({per_replica:?} each, target 5 s)"
+    );
     bed.finish().await;
     Ok(())
 }

@@ -265,6 +265,16 @@ impl OperatorProcess {
     /// Starts an operator scoped to `namespace`, electing through Lease `lease` in it; its log
     /// goes to `$CARGO_TARGET_TMPDIR/<identity>.log`.
     pub fn start(namespace: &str, lease: &str, identity: &str) -> anyhow::Result<Self> {
+        Self::start_with(namespace, lease, identity, &[])
+    }
+
+    /// Like [`OperatorProcess::start`], with extra `gpufleet operator` arguments.
+    pub fn start_with(
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -287,6 +297,7 @@ impl OperatorProcess {
                 "--metrics-bind",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
+            .args(extra)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(log.try_clone()?)
             .stderr(log)
