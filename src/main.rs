@@ -32,6 +32,10 @@ enum Command {
     Dashboard(cli::dashboard::DashboardArgs),
     /// Replay a workload through the placement engine without a cluster; compare strategies.
     Simulate(cli::simulate::SimulateArgs),
+    /// Everything on one machine, nothing to set up: a simulated fleet with faults, the
+    /// placement engine placing InferenceDeployments, the planner's scenarios, and the
+    /// dashboard on http://127.0.0.1:8080.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(args) => cli::operator::run(&args),
         Command::Dashboard(args) => cli::dashboard::run(&args),
         Command::Simulate(args) => cli::simulate::run(&args),
+        Command::Demo(args) => cli::demo::run(&args),
     }
 }

@@ -2,8 +2,8 @@
 # The README's test command: sets up every service gpufleet's tests need on a fresh Debian 12
 # machine and runs every test, end-to-end ones included.
 #
-#   1. system packages (PostgreSQL, openssl, curl, …) and the control plane binaries (cached
-#      by version under $GPUFLEET_CACHE, built from the Go module proxy on the first run);
+#   1. system packages (PostgreSQL, openssl, curl, …) and the control plane binaries and helm
+#      (cached by version under $GPUFLEET_CACHE, built from the Go module proxy on the first run);
 #   2. formatting, lints, and the generated-artefact drift check (chart CRDs);
 #   3. unit and integration tests (`cargo test --workspace`), and the planner again with HiGHS;
 #   4. the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
@@ -26,6 +26,9 @@ export CARGO_TERM_COLOR=never
 NODES=${GPUFLEET_E2E_NODES:-8}
 K8S_MINOR=37
 export GPUFLEET_KUBECTL="$GPUFLEET_CACHE/bin/kubectl-1.$K8S_MINOR/kubectl"
+# helm for the chart tests (tests/e2e/chart.rs: lint, schema, server-side dry-run, RBAC) and
+# the agent's cluster test, which renders its RBAC and admission policy from the chart.
+export GPUFLEET_HELM="$GPUFLEET_CACHE/bin/helm-${GPUFLEET_HELM_VERSION:-v3.22.0}/helm"
 
 phases=()
 phase() {

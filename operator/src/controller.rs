@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use gpufleet_api::inference_deployment::ReplicaPlacement;
-use gpufleet_api::labels::DEPLOYMENT_LABEL;
+use gpufleet_api::labels::{DEPLOYMENT_LABEL, MOVE_REASON_ANNOTATION};
 use gpufleet_api::{GpuNode, InferenceDeployment};
 use gpufleet_placement::{
     Decision, Engine, EngineConfig, ExistingPlacement, Outcome, WorkloadMix, strategy_of,
@@ -26,6 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::defragment;
 use crate::metrics::Metrics;
 use crate::replica::{
     free_ordinals, group_of, is_ready, is_terminating, ordinal_of, placement_id, placement_of,
@@ -56,6 +57,11 @@ pub struct OperatorConfig {
     /// Reconcile only the InferenceDeployments of this namespace (all when `None`). Pods of
     /// every namespace are still read, so capacity used elsewhere is never promised twice.
     pub namespace: Option<String>,
+    /// Move at most one replica per this interval, across the operator, when the move lowers
+    /// fragmentation by at least `defragment_min_gain_gpus`; `None` never moves a healthy one.
+    pub defragment_every: Option<Duration>,
+    /// The least fragmentation drop, in GPUs, worth a move.
+    pub defragment_min_gain_gpus: f64,
 }
 
 impl Default for OperatorConfig {
@@ -66,6 +72,8 @@ impl Default for OperatorConfig {
             api_concurrency: 64,
             instance: "gpufleet-operator".to_owned(),
             namespace: None,
+            defragment_every: None,
+            defragment_min_gain_gpus: 0.5,
         }
     }
 }
@@ -80,6 +88,8 @@ pub struct Context {
     in_flight: Mutex<BTreeMap<String, (ExistingPlacement, Instant)>>,
     /// Serialises snapshot → decide → record, so two deployments never get the same capacity.
     placement_lock: tokio::sync::Mutex<()>,
+    /// When the defragmenter last started a move (one per interval across deployments).
+    last_defragment: Mutex<Option<Instant>>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     config: OperatorConfig,
@@ -142,6 +152,24 @@ impl Context {
             .collect()
     }
 
+    /// Whether the defragmenter may start a move now.
+    fn defragment_due(&self) -> bool {
+        let Some(every) = self.config.defragment_every else {
+            return false;
+        };
+        self.last_defragment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|last| last.elapsed() >= every)
+    }
+
+    fn defragment_started(&self) {
+        *self
+            .last_defragment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
     fn forget_in_flight(&self, namespace: &str, pod: &str) {
         self.in_flight
             .lock()
@@ -168,6 +196,8 @@ struct Decisions {
     snapshot: gpufleet_placement::FleetSnapshot,
     desired: u32,
     budget: Budget,
+    /// A replica the defragmenter decided to move: its Pod and why.
+    defragment: Option<(String, String)>,
     /// Time until the first GpuNode heartbeat of a node holding one of its replicas goes
     /// stale, so the requeue lands right then instead of at the next resync.
     next_heartbeat_deadline: Option<Duration>,
@@ -271,13 +301,15 @@ pub async fn reconcile(
         context
             .publish(
                 Event {
-                    type_: if why.starts_with("scale down") {
+                    type_: if why.starts_with("scale down") || why.starts_with("defragment") {
                         EventType::Normal
                     } else {
                         EventType::Warning
                     },
                     reason: if why.starts_with("scale down") {
                         "ScaledDown".into()
+                    } else if why.starts_with("defragment") {
+                        "Defragmented".into()
                     } else {
                         "ReplacedFailedReplica".into()
                     },
@@ -308,6 +340,27 @@ pub async fn reconcile(
             .await;
     }
     creation_result?;
+    if let Some((pod, why)) = &decisions.defragment {
+        let patch = serde_json::json!({"metadata": {"annotations": {MOVE_REASON_ANNOTATION: why}}});
+        pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::MarkPod {
+                pod: pod.clone(),
+                source,
+            })?;
+        context
+            .publish(
+                Event {
+                    type_: EventType::Normal,
+                    reason: "Defragmenting".into(),
+                    note: Some(format!("{pod}: {why}")),
+                    action: "Move".into(),
+                    secondary: None,
+                },
+                deployment_reference.clone(),
+            )
+            .await;
+    }
 
     write_status(&deployment, &context, &namespace, &name, &decisions).await?;
     context
@@ -315,7 +368,8 @@ pub async fn reconcile(
         .set_unplaced(&key(&namespace, &name), decisions.unplaced);
     context.metrics.observe_reconcile(started.elapsed());
 
-    let busy = decisions.unplaced > 0
+    let busy = decisions.defragment.is_some()
+        || decisions.unplaced > 0
         || decisions.held_back > 0
         || !decisions.create.is_empty()
         || decisions.in_flight_own > 0;
@@ -406,7 +460,9 @@ fn decide(
         if is_terminating(pod) {
             continue;
         }
-        let failure = placement_of(pod, &group).and_then(|p| failure_of(&p, &snapshot));
+        let failure = placement_of(pod, &group)
+            .and_then(|p| failure_of(&p, &snapshot))
+            .or_else(|| pod.annotations().get(MOVE_REASON_ANNOTATION).cloned());
         states.push(ReplicaState {
             name: pod.name_any(),
             ready: is_ready(pod),
@@ -489,6 +545,44 @@ fn decide(
     context
         .metrics
         .set_fragmentation(engine.summary().fragmentation_share());
+    let at_rest = create.is_empty()
+        && delete.is_empty()
+        && unplaced == 0
+        && plan.held_back == 0
+        && in_flight.is_empty()
+        && states.len() == desired as usize
+        && states.iter().all(|s| s.ready && s.failure.is_none());
+    let defragment = if at_rest && context.defragment_due() {
+        let replacement = free_ordinals(&ordinals, 1)
+            .first()
+            .map(|ordinal| request_for(deployment, &pod_name(&name, *ordinal)));
+        match replacement {
+            Some(replacement) => defragment::best_move(
+                &snapshot,
+                engine.config(),
+                &group,
+                &replacement,
+                context.config.defragment_min_gain_gpus,
+            )?
+            .and_then(|chosen| {
+                let pod = chosen
+                    .placement
+                    .strip_prefix(&format!("{namespace}/"))?
+                    .to_owned();
+                context.defragment_started();
+                Some((
+                    pod,
+                    format!(
+                        "defragment: moving it from {} to {} lowers the fleet's fragmentation by {:.2} GPUs",
+                        chosen.from_node, chosen.to_node, chosen.gain_gpus
+                    ),
+                ))
+            }),
+            None => None,
+        }
+    } else {
+        None
+    };
     let next_heartbeat_deadline = next_heartbeat_deadline(
         &own_pods,
         &gpu_nodes,
@@ -505,6 +599,7 @@ fn decide(
         own_pods,
         in_flight_own: in_flight.len(),
         next_heartbeat_deadline,
+        defragment,
         snapshot,
         desired,
         budget,
@@ -709,6 +804,7 @@ pub async fn run(
         gpu_nodes,
         in_flight: Mutex::new(BTreeMap::new()),
         placement_lock: tokio::sync::Mutex::new(()),
+        last_defragment: Mutex::new(None),
         metrics,
         config,
     });

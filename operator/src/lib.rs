@@ -18,6 +18,7 @@
 //! Only the holder of the `gpufleet-operator` Lease reconciles ([`leader`]).
 
 pub mod controller;
+pub mod defragment;
 pub mod leader;
 pub mod metrics;
 pub mod replica;
@@ -58,6 +59,15 @@ pub enum Error {
     /// Deleting a replica's Pod failed.
     #[error("deleting Pod {pod}: {source}")]
     DeletePod {
+        /// The Pod's name.
+        pod: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Marking a replica's Pod for a defragmenting move failed.
+    #[error("annotating Pod {pod} for a move: {source}")]
+    MarkPod {
         /// The Pod's name.
         pod: String,
         /// The API error.

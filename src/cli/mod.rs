@@ -3,6 +3,7 @@
 pub(crate) mod agent;
 pub(crate) mod crds;
 pub(crate) mod dashboard;
+pub(crate) mod demo;
 pub(crate) mod operator;
 pub(crate) mod plan;
 pub(crate) mod simulate;

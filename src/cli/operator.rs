@@ -38,6 +38,24 @@ pub(crate) struct OperatorArgs {
     /// Reconcile without leader election (a single replica only).
     #[arg(long)]
     no_leader_election: bool,
+    /// Defragmenter: move at most one healthy replica per this many seconds, across all
+    /// deployments, to a node where it lowers the fleet's fragmentation (surge first, within
+    /// each deployment's disruption budget). 0 turns it off.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    defragment_interval_seconds: u64,
+    /// Defragmenter: the least drop in fragmentation, in GPUs of capacity the expected workload
+    /// mix could not use, that is worth moving a replica.
+    #[arg(long, default_value_t = 0.5, value_name = "GPUS", value_parser = positive_gpus)]
+    defragment_min_gain_gpus: f64,
+}
+
+fn positive_gpus(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a positive number of GPUs (for example 0.5)"
+        )),
+    }
 }
 
 /// Runs the operator until interrupted or until it loses the leadership (then it exits with an
@@ -67,6 +85,9 @@ async fn run_async(args: &OperatorArgs) -> anyhow::Result<()> {
         heartbeat_stale_after_ms: args.heartbeat_stale_after_seconds * 1000,
         instance: identity.clone(),
         namespace: args.namespace.clone(),
+        defragment_every: (args.defragment_interval_seconds > 0)
+            .then(|| Duration::from_secs(args.defragment_interval_seconds)),
+        defragment_min_gain_gpus: args.defragment_min_gain_gpus,
         ..OperatorConfig::default()
     };
     let shutdown = async {

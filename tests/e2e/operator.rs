@@ -516,3 +516,103 @@ async fn a_stale_gpunode_heartbeat_moves_its_replicas_surge_first() -> anyhow::R
     bed.finish().await;
     Ok(())
 }
+
+/// An InferenceDeployment of whole H100s in the pool without a per-node cap.
+fn packed_deployment(name: &str, pool: &str, replicas: i32) -> anyhow::Result<InferenceDeployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "gpufleet.io/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "gpu": {"count": 1, "memoryMiB": 40000},
+            "placement": {"strategy": "FragmentationAware", "nodeSelector": {"gpufleet.io/e2e-pool": pool}},
+            "disruption": {"maxUnavailable": 0, "maxSurge": 1},
+            "template": {"spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.11.0"}]}}
+        }
+    }))?)
+}
+
+#[tokio::test]
+#[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
+async fn the_defragmenter_frees_a_node_by_moving_a_lone_replica_within_the_budget()
+-> anyhow::Result<()> {
+    let bed = Bed::new("defrag").await?;
+    let _operator = bed.operator_with(
+        "a",
+        &[
+            "--defragment-interval-seconds",
+            "1",
+            "--defragment-min-gain-gpus",
+            "0.1",
+        ],
+    )?;
+    let namespace = bed.namespace.name.as_str();
+    let pool = &bed.namespace.name;
+    // Fill the first node (7 + 1 GPUs), then a lone replica has to go to the second node.
+    bed.api
+        .create(&PostParams::default(), &packed_deployment("big", pool, 7)?)
+        .await?;
+    bed.ready("big", 7).await?;
+    bed.api
+        .create(
+            &PostParams::default(),
+            &packed_deployment("filler", pool, 1)?,
+        )
+        .await?;
+    bed.ready("filler", 1).await?;
+    bed.api
+        .create(&PostParams::default(), &packed_deployment("lone", pool, 1)?)
+        .await?;
+    let lone = bed.ready("lone", 1).await?;
+    let node_of = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let full = node_of(&bed.ready("big", 7).await?[0]).context("bound")?;
+    let lone_node = node_of(&lone[0]).context("bound")?;
+    assert_ne!(lone_node, full, "the first node was full");
+
+    // Scaling `big` down frees one GPU next to the others: moving `lone` there empties a node.
+    kubectl(&["scale", "idep/big", "--replicas=6", "-n", namespace])?;
+    let started = Instant::now();
+    let moved = loop {
+        let live = live_pods(&bed.client, namespace, "lone").await?;
+        let ready = live.iter().filter(|p| is_ready(p)).count();
+        assert!(ready >= 1, "lone dropped below its budget: {ready} Ready");
+        if live.len() == 1 && node_of(&live[0]).as_deref() == Some(full.as_str()) && ready == 1 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "lone never moved next to the others: {:?}",
+            live.iter().map(node_of).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("defragmenter moved the lone replica from {lone_node} to {full} in {moved:?}");
+    let mut everything = Vec::new();
+    for name in ["big", "filler", "lone"] {
+        everything.extend(live_pods(&bed.client, namespace, name).await?);
+    }
+    assert_bound_without_overcommit(&everything, &bed.pool)?;
+    assert!(
+        everything
+            .iter()
+            .all(|p| node_of(p).as_deref() == Some(full.as_str())),
+        "{lone_node} is empty again"
+    );
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), namespace);
+    wait_until(
+        Duration::from_secs(20),
+        "Defragmenting and Defragmented Events",
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            let has = |reason: &str| {
+                list.items
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some(reason))
+            };
+            Ok(has("Defragmenting") && has("Defragmented"))
+        },
+    )
+    .await?;
+    bed.finish().await;
+    Ok(())
+}

@@ -262,13 +262,8 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts an operator scoped to `namespace`, electing through Lease `lease` in it; its log
-    /// goes to `$CARGO_TARGET_TMPDIR/<identity>.log`.
-    pub fn start(namespace: &str, lease: &str, identity: &str) -> anyhow::Result<Self> {
-        Self::start_with(namespace, lease, identity, &[])
-    }
-
-    /// Like [`OperatorProcess::start`], with extra `gpufleet operator` arguments.
+    /// Starts an operator scoped to `namespace`, electing through Lease `lease` in it, with
+    /// `extra` arguments; its log goes to `$CARGO_TARGET_TMPDIR/<identity>.log`.
     pub fn start_with(
         namespace: &str,
         lease: &str,

@@ -101,24 +101,7 @@ async fn create_run(
         .await
         .map_err(|_| PlannerError::TimedOut(limits.time_limit.as_secs()))?
         .map_err(|_| PlannerError::Crashed)??;
-    let comparison = result
-        .baseline
-        .as_ref()
-        .map(|baseline| planner_run::comparison(baseline, &result.plan));
-    let chart = gpufleet_planner::chart::plan_chart(&result.plan, None);
-    let stored = serde_json::json!({
-        "plan": result.plan,
-        "comparison": comparison,
-        "chartSvg": chart,
-    });
-    let run = NewPlannerRun {
-        at_ms: unix_millis_now(),
-        scenario: result.scenario.clone(),
-        parameters,
-        duration_ms: i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX),
-        result: stored,
-        csv: result.plan.to_csv(),
-    };
+    let run = stored_run(&result, parameters, unix_millis_now());
     let id = state.store.record_planner_run(&run).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/planner/runs/{id}")))
@@ -203,4 +186,32 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/planner/runs/{id}", web::get().to(get_run))
         .route("/planner/runs/{id}/plan.csv", web::get().to(get_csv))
         .route("/planner/runs/{id}/chart.svg", web::get().to(get_chart));
+}
+
+/// What history keeps of a finished run: the plan, its comparison with the scenario as
+/// written, its chart and per-period CSV. Shared by the API and `gpufleet demo`, which solves
+/// the shipped scenarios at start-up so the planner page has runs to show.
+#[must_use]
+pub fn stored_run(
+    result: &planner_run::RunResult,
+    parameters: serde_json::Value,
+    at_ms: i64,
+) -> NewPlannerRun {
+    let comparison = result
+        .baseline
+        .as_ref()
+        .map(|baseline| planner_run::comparison(baseline, &result.plan));
+    let chart = gpufleet_planner::chart::plan_chart(&result.plan, None);
+    NewPlannerRun {
+        at_ms,
+        scenario: result.scenario.clone(),
+        parameters,
+        duration_ms: i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX),
+        result: serde_json::json!({
+            "plan": result.plan,
+            "comparison": comparison,
+            "chartSvg": chart,
+        }),
+        csv: result.plan.to_csv(),
+    }
 }

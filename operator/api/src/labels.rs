@@ -42,3 +42,6 @@ pub const PLACED_AT_ANNOTATION: &str = "gpufleet.io/placed-at-ms";
 pub const SCORE_ANNOTATION: &str = "gpufleet.io/score";
 /// Scheduler name on gpufleet's Pods: they are bound by the operator, never by kube-scheduler.
 pub const SCHEDULER_NAME: &str = "gpufleet";
+/// Annotation the operator's defragmenter puts on a replica it is moving: why, and where to.
+/// The rollout then replaces the replica surge-first, within the disruption budget.
+pub const MOVE_REASON_ANNOTATION: &str = "gpufleet.io/move-reason";
