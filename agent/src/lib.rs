@@ -11,8 +11,10 @@
 //!  fixture JSON ─► Replay ─────┘                   └──────► /metrics (dcgm names)
 //! ```
 //!
-//! Reads: NVML (or a simulation). Writes: nothing by itself; the publisher writes `GpuNode`
-//! objects and node labels, the metrics module renders text for an HTTP server.
+//! Reads: NVML (or a simulation); for `foreignMemoryMiB` also `/proc/<pid>/cgroup` and the
+//! node's Pods (`ownership`, `pod_watch`). Writes: nothing by itself; the publisher writes
+//! `GpuNode` objects (with each GPU's `nvlinkGroup` from `topology`) and node labels, the
+//! metrics module renders text for an HTTP server.
 
 pub mod fault;
 pub mod fixture;
@@ -20,6 +22,8 @@ pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod nvml;
+pub mod ownership;
+pub mod pod_watch;
 pub mod preset;
 pub mod publisher;
 pub mod reading;
@@ -28,6 +32,7 @@ pub mod server;
 pub mod simulated;
 pub mod source;
 pub mod status;
+pub mod topology;
 
 use std::path::PathBuf;
 
@@ -107,6 +112,16 @@ pub enum Error {
         /// The API error.
         #[source]
         source: kube::Error,
+    },
+    /// A write to the apiserver did not finish in time; it is retried.
+    #[error(
+        "writing GpuNode {node} took longer than {after:?}; the apiserver is slow or unreachable"
+    )]
+    WriteTimedOut {
+        /// Node name.
+        node: String,
+        /// The time limit.
+        after: std::time::Duration,
     },
     /// The Node's labels could not be applied.
     #[error("could not label Node {node}: {source}")]

@@ -51,6 +51,11 @@ pub struct NodeView {
     pub last_xid: BTreeMap<u32, u64>,
     /// The agent's own counters.
     pub counters: AgentCounters,
+    /// Who owns each GPU process of the latest sample, by pid; `None` when the agent does not
+    /// attribute processes (no process table configured).
+    pub process_owners: Option<BTreeMap<u32, crate::ownership::ProcessOwner>>,
+    /// Which Pods gpufleet placed on which GPU; `None` until the Pods on this node were listed.
+    pub placements: Option<crate::ownership::GpuPlacements>,
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -450,6 +455,7 @@ mod tests {
                 samples: 1,
                 ..AgentCounters::default()
             },
+            ..NodeView::default()
         })
     }
 

@@ -26,7 +26,8 @@ use nvml_wrapper::structs::device::FieldId;
 
 use crate::reading::{
     BYTES_PER_MIB, ComputeCapability, ComputeProcess, DriverInfo, EccCounts, EventKind, GpuEvent,
-    GpuInventory, GpuSample, MigMode, NodeSample, RemappedRows, ThrottleReasons, unix_millis_now,
+    GpuInventory, GpuSample, MigMode, NodeSample, NvLinkPeer, RemappedRows, ThrottleReasons,
+    unix_millis_now,
 };
 use crate::source::GpuSource;
 use crate::{Error, Result};
@@ -389,6 +390,82 @@ pub fn event_type_names(types: EventTypes) -> Vec<String> {
         .collect()
 }
 
+/// Links NVML can number on one GPU (`NVML_NVLINK_MAX_LINKS`: 18 on Hopper and Blackwell).
+pub const NVLINK_MAX_LINKS: u32 = 18;
+
+/// What one link's state query said, for [`nvlinks_from_states`].
+#[derive(Debug)]
+pub enum LinkState {
+    /// The link is up; its remote as read (or why it could not be).
+    Active(std::result::Result<NvLinkPeer, String>),
+    /// The link exists but is down.
+    Inactive,
+    /// NVML answered this error.
+    Failed(NvmlError),
+}
+
+/// A GPU's active links from the per-link answers, in link order.
+///
+/// `NotSupported` from every link means the GPU has no NVLink (an L40S, a PCIe H100 without
+/// bridges): that is the answer, not a failure of one link. `InvalidArg` marks links past the
+/// GPU's last one. A remote that could not be read is recorded in `missing` and left out.
+pub fn nvlinks_from_states(
+    states: Vec<LinkState>,
+    missing: &mut BTreeMap<String, String>,
+) -> std::result::Result<Vec<NvLinkPeer>, NvmlError> {
+    let mut peers = Vec::new();
+    let mut supported = false;
+    for (link, state) in (0_u32..).zip(states) {
+        match state {
+            LinkState::Active(Ok(peer)) => {
+                supported = true;
+                peers.push(peer);
+            }
+            LinkState::Active(Err(error)) => {
+                supported = true;
+                missing.insert(format!("nvlink.{link}.remote"), error);
+            }
+            LinkState::Inactive => supported = true,
+            LinkState::Failed(NvmlError::NotSupported | NvmlError::InvalidArg) => {}
+            LinkState::Failed(error) => return Err(error),
+        }
+    }
+    if supported {
+        Ok(peers)
+    } else {
+        Err(NvmlError::NotSupported)
+    }
+}
+
+/// Reads every NVLink of `device`: its state and, for an active one, the remote's PCI ids.
+fn nvlinks_of(
+    device: &nvml_wrapper::Device<'_>,
+    missing: &mut BTreeMap<String, String>,
+) -> std::result::Result<Vec<NvLinkPeer>, NvmlError> {
+    let mut states = Vec::new();
+    for link in 0..NVLINK_MAX_LINKS {
+        let wrapper = device.link_wrapper_for(link);
+        let state = match wrapper.is_active() {
+            Ok(true) => LinkState::Active(
+                wrapper
+                    .remote_pci_info()
+                    .map(|remote| NvLinkPeer {
+                        link,
+                        remote_pci_bus_id: Some(remote.bus_id),
+                        remote_pci_device_id: Some(remote.pci_device_id),
+                    })
+                    .map_err(|error| describe(&error)),
+            ),
+            Ok(false) => LinkState::Inactive,
+            // Past the GPU's last link: no need to ask for the rest.
+            Err(NvmlError::InvalidArg) => break,
+            Err(error) => LinkState::Failed(error),
+        };
+        states.push(state);
+    }
+    nvlinks_from_states(states, missing)
+}
+
 impl NvmlSource {
     /// Mean wall time of each NVML call the sampler makes, over `repeats` calls on GPU
     /// `index`: tells which readings dominate the agent's CPU budget on a real driver.
@@ -535,6 +612,8 @@ impl GpuSource for NvmlSource {
             gpu.supported_events =
                 read(missing, "supported_events", device.supported_event_types())
                     .map(event_type_names);
+            let nvlinks = nvlinks_of(&device, missing);
+            gpu.nvlinks = read(missing, "nvlinks", nvlinks);
             inventory.push(gpu);
         }
         Ok(inventory)
@@ -824,6 +903,48 @@ mod tests {
             event_type_names(EventTypes::CRITICAL_XID_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR),
             vec!["critical_xid", "double_bit_ecc"]
         );
+    }
+
+    #[test]
+    fn nvlink_states_tell_no_nvlink_from_a_failed_link() {
+        let peer = |link| NvLinkPeer {
+            link,
+            remote_pci_bus_id: Some("00000000:05:00.0".to_owned()),
+            remote_pci_device_id: Some(0x22a3_10de),
+        };
+        let mut missing = BTreeMap::new();
+        // An L40S: every link NotSupported → no NVLink (absent), not an empty list.
+        let none = nvlinks_from_states(
+            (0..18)
+                .map(|_| LinkState::Failed(NvmlError::NotSupported))
+                .collect(),
+            &mut missing,
+        );
+        assert!(matches!(none, Err(NvmlError::NotSupported)));
+        // Up, down and unreadable links: the active ones with a known remote are kept.
+        let links = nvlinks_from_states(
+            vec![
+                LinkState::Active(Ok(peer(0))),
+                LinkState::Inactive,
+                LinkState::Active(Err("Unknown: ?".to_owned())),
+                LinkState::Active(Ok(peer(3))),
+            ],
+            &mut missing,
+        );
+        assert_eq!(links.ok(), Some(vec![peer(0), peer(3)]));
+        assert_eq!(
+            missing.get("nvlink.2.remote").map(String::as_str),
+            Some("Unknown: ?")
+        );
+        // Any other error fails the reading as a whole.
+        let failed = nvlinks_from_states(
+            vec![
+                LinkState::Active(Ok(peer(0))),
+                LinkState::Failed(NvmlError::GpuLost),
+            ],
+            &mut missing,
+        );
+        assert!(matches!(failed, Err(NvmlError::GpuLost)));
     }
 
     #[test]

@@ -137,6 +137,102 @@ pub struct MachinePreset {
     pub driver_version: String,
     /// CUDA driver version as NVML encodes it.
     pub cuda_driver_version: i32,
+    /// How the GPUs are joined by NVLink.
+    pub nvlink: NvLinkTopology,
+}
+
+/// How a machine's GPUs are joined by NVLink, as the stand-in NVML and the simulation report
+/// it link by link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NvLinkTopology {
+    /// PCIe only: NVML answers `NotSupported` for every link.
+    None,
+    /// An HGX baseboard: every link of every GPU goes to one of the NVSwitches, round robin.
+    Switched {
+        /// Links per GPU (18 on Hopper and Blackwell).
+        links_per_gpu: u32,
+        /// PCI bus ids of the NVSwitches.
+        switch_buses: Vec<String>,
+    },
+    /// NVLink bridges between pairs of GPUs (NVML indices); GPUs in no pair have no NVLink.
+    Bridged {
+        /// Bridged pairs.
+        pairs: Vec<(u32, u32)>,
+        /// Links each bridge carries.
+        links_per_pair: u32,
+    },
+}
+
+/// NVML's packed PCI ids of an NVSwitch (device `0x22a3`, vendor NVIDIA): what `lspci -n`
+/// shows for the third-generation NVSwitch of DGX/HGX H100. The stand-in plays it for every
+/// switched preset; the agent looks only at the vendor half.
+pub const NVSWITCH_PCI_DEVICE_ID: u32 = 0x22a3_10de;
+
+/// NVSwitch PCI buses of an HGX H100/H200 baseboard (four switches).
+const HGX_HOPPER_SWITCH_BUSES: [u8; 4] = [0x05, 0x06, 0x07, 0x08];
+/// NVSwitch PCI buses of an HGX B200 baseboard (two switch chips).
+const HGX_BLACKWELL_SWITCH_BUSES: [u8; 2] = [0x05, 0x06];
+
+fn switched(buses: &[u8]) -> NvLinkTopology {
+    NvLinkTopology::Switched {
+        links_per_gpu: 18,
+        switch_buses: buses
+            .iter()
+            .map(|bus| format!("00000000:{bus:02X}:00.0"))
+            .collect(),
+    }
+}
+
+impl MachinePreset {
+    /// The active NVLinks of GPU `index` and their remotes; `None` when it has no NVLink.
+    pub fn nvlinks(&self, index: u32) -> Option<Vec<crate::reading::NvLinkPeer>> {
+        use crate::reading::NvLinkPeer;
+        match &self.nvlink {
+            NvLinkTopology::None => None,
+            NvLinkTopology::Switched {
+                links_per_gpu,
+                switch_buses,
+            } => {
+                if switch_buses.is_empty() || usize::try_from(index).ok()? >= self.gpus.len() {
+                    return None;
+                }
+                Some(
+                    (0..*links_per_gpu)
+                        .zip(switch_buses.iter().cycle())
+                        .map(|(link, bus)| NvLinkPeer {
+                            link,
+                            remote_pci_bus_id: Some(bus.clone()),
+                            remote_pci_device_id: Some(NVSWITCH_PCI_DEVICE_ID),
+                        })
+                        .collect(),
+                )
+            }
+            NvLinkTopology::Bridged {
+                pairs,
+                links_per_pair,
+            } => {
+                let partner = pairs.iter().find_map(|(first, second)| {
+                    (*first == index)
+                        .then_some(*second)
+                        .or_else(|| (*second == index).then_some(*first))
+                })?;
+                let bus = self
+                    .gpus
+                    .get(usize::try_from(partner).ok()?)?
+                    .pci_bus_id
+                    .clone();
+                Some(
+                    (0..*links_per_pair)
+                        .map(|link| NvLinkPeer {
+                            link,
+                            remote_pci_bus_id: Some(bus.clone()),
+                            remote_pci_device_id: None,
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
 }
 
 /// PCI buses of the eight GPUs of an HGX baseboard (DGX H100 layout).
@@ -153,40 +249,44 @@ fn slots(models: impl IntoIterator<Item = GpuModel>, buses: &[u8]) -> Vec<GpuSlo
         .collect()
 }
 
-fn machine(name: &str, gpus: Vec<GpuSlot>) -> MachinePreset {
+fn machine(name: &str, gpus: Vec<GpuSlot>, nvlink: NvLinkTopology) -> MachinePreset {
     MachinePreset {
         name: name.to_owned(),
         gpus,
         driver_version: "580.159.04".to_owned(),
         cuda_driver_version: 13_000,
+        nvlink,
     }
 }
 
-/// DGX H100: eight H100 SXM5 80 GB.
+/// DGX H100: eight H100 SXM5 80 GB on four NVSwitches (one NVLink group of eight).
 pub fn dgx_h100() -> MachinePreset {
     machine(
         "dgx_h100",
         slots(std::iter::repeat_n(GpuModel::h100_sxm(), 8), &HGX_BUSES),
+        switched(&HGX_HOPPER_SWITCH_BUSES),
     )
 }
 
-/// DGX H200: eight H200 141 GB.
+/// DGX H200: eight H200 141 GB on four NVSwitches.
 pub fn dgx_h200() -> MachinePreset {
     machine(
         "dgx_h200",
         slots(std::iter::repeat_n(GpuModel::h200_sxm(), 8), &HGX_BUSES),
+        switched(&HGX_HOPPER_SWITCH_BUSES),
     )
 }
 
-/// HGX B200: eight B200 180 GB.
+/// HGX B200: eight B200 180 GB on two NVSwitch chips.
 pub fn hgx_b200() -> MachinePreset {
     machine(
         "hgx_b200",
         slots(std::iter::repeat_n(GpuModel::b200_sxm(), 8), &HGX_BUSES),
+        switched(&HGX_BLACKWELL_SWITCH_BUSES),
     )
 }
 
-/// An inference box with four L40S on PCIe.
+/// An inference box with four L40S on PCIe (the L40S has no NVLink).
 pub fn l40s_box() -> MachinePreset {
     machine(
         "l40s_box",
@@ -194,10 +294,13 @@ pub fn l40s_box() -> MachinePreset {
             std::iter::repeat_n(GpuModel::l40s(), 4),
             &[0x17, 0x65, 0xca, 0xe3],
         ),
+        NvLinkTopology::None,
     )
 }
 
-/// A mixed node: two H100 and two L40S (what placement must not confuse).
+/// A mixed node: two H100 joined by an NVLink bridge (12 links) and two L40S on PCIe only
+/// (what placement must not confuse: one NVLink pair, two GPUs without a group). A second pair
+/// would need NVLink on the L40S, which it does not have.
 pub fn mixed() -> MachinePreset {
     machine(
         "mixed",
@@ -210,6 +313,10 @@ pub fn mixed() -> MachinePreset {
             ],
             &[0x18, 0x2a, 0xca, 0xe3],
         ),
+        NvLinkTopology::Bridged {
+            pairs: vec![(0, 1)],
+            links_per_pair: 12,
+        },
     )
 }
 

@@ -10,6 +10,15 @@
 //! `gpunodes/<node>` and `gpunodes/<node>/status`, and the Node's `nvidia.com/*` labels. A failed
 //! write is retried with exponential backoff (500 ms doubling to 30 s); the agent never exits on
 //! an API error. In steady state this is one request per heartbeat (30 s).
+//!
+//! Holding the heartbeat under load: the next heartbeat is due one period after the *start* of
+//! the last successful write (the time its `lastHeartbeatTime` carries), so a slow apiserver
+//! does not push every later beat back by its latency; a write that hangs is abandoned after
+//! [`WRITE_TIMEOUT`] and retried; and retries wait a jittered backoff (between half and all of
+//! it, fixed per node and attempt), so after an outage a thousand agents do not come back in
+//! the same instant. The steady period itself is not jittered: agents start at different
+//! moments and keep their phase, and an early jitter would break the ≤ 1 write per node per
+//! 30 s budget.
 
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
@@ -38,6 +47,25 @@ const GFD_PROBE_LABEL: &str = "nvidia.com/gpu.product";
 /// Backoff bounds after a failed write.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Longest a write (object, status, labels) may take before it is abandoned and retried: with
+/// the 30 s heartbeat, a hung request still leaves a retry well inside the operator's 90 s
+/// staleness limit.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fraction in [0.5, 1) of a backoff, fixed by node and attempt: spreads the retries of many
+/// agents that failed together (an apiserver restart) over half the backoff window.
+pub fn jittered(backoff: Duration, node: &str, attempt: u32) -> Duration {
+    let hash = node
+        .bytes()
+        .chain(attempt.to_le_bytes())
+        .fold(0xCBF2_9CE4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01B3)
+        });
+    // 1,024 steps between half and all of the backoff.
+    let step = u32::try_from(hash % 1024).unwrap_or(0);
+    backoff / 2 + backoff / 2 / 1024 * step
+}
 
 /// Whether a field manager other than the agent owns `label` on `node`.
 pub fn label_owned_by_another(node: &Node, label: &str) -> bool {
@@ -84,6 +112,7 @@ pub struct Publisher {
     last: Option<(Fingerprint, Instant)>,
     transitions: BTreeMap<u32, (HealthState, u64)>,
     backoff: Duration,
+    attempt: u32,
     retry_at: Option<Instant>,
 }
 
@@ -132,6 +161,7 @@ impl Publisher {
             last: None,
             transitions: BTreeMap::new(),
             backoff: FIRST_BACKOFF,
+            attempt: 0,
             retry_at: None,
         }
     }
@@ -291,18 +321,29 @@ impl Publisher {
         let transitions = self.note_transitions(&fingerprint, now_ms);
         let status = gpu_node_status(&snapshot, &self.source, &transitions, now_ms);
         let labels = gfd_labels(&snapshot);
-        let result = self.write(&status, labels).await;
+        let result = match tokio::time::timeout(WRITE_TIMEOUT, self.write(&status, labels)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::WriteTimedOut {
+                node: self.node_name.clone(),
+                after: WRITE_TIMEOUT,
+            }),
+        };
         let outcome = match &result {
             Ok(()) => {
                 tracing::debug!(?reason, node = %self.node_name, "published GpuNode");
+                // `now` is when this write started: the next heartbeat is due one period
+                // after it, however long the write took.
                 self.last = Some((fingerprint, now));
                 self.backoff = FIRST_BACKOFF;
+                self.attempt = 0;
                 self.retry_at = None;
                 StepOutcome::Published(reason)
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?self.backoff, "publishing failed");
-                self.retry_at = Some(now + self.backoff);
+                let wait = jittered(self.backoff, &self.node_name, self.attempt);
+                tracing::warn!(%error, retry_in = ?wait, "publishing failed");
+                self.retry_at = Some(Instant::now() + wait);
+                self.attempt = self.attempt.saturating_add(1);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 StepOutcome::Failed
             }
@@ -361,6 +402,68 @@ mod tests {
             "nvidia.com/gpu.count"
         ));
         Ok(())
+    }
+
+    /// An apiserver that accepts connections and never answers: a hung write is abandoned
+    /// after [`WRITE_TIMEOUT`] and counted as a failure, so the agent retries instead of
+    /// waiting for ever with its heartbeat overdue. Time is paused and jumps ahead while
+    /// everything waits, so the test takes no real 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_hangs_is_abandoned_and_retried() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let config = kube::Config::new(format!("http://{address}").parse()?);
+        let client = kube::Client::try_from(config)?;
+        let mut publisher =
+            Publisher::new(client, "node-a", "test", PublishPolicy::default(), false);
+        let view = crate::server::SharedView::default();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), publisher.step(&view)).await;
+        assert_eq!(outcome.ok(), Some(StepOutcome::Failed));
+        let error = view
+            .lock()
+            .ok()
+            .and_then(|view| view.counters.last_publish_error.clone())
+            .unwrap_or_default();
+        assert!(error.contains("took longer than"), "{error}");
+        // The retry waits its backoff, then writes again.
+        assert_eq!(publisher.step(&view).await, StepOutcome::BackingOff);
+        silent.abort();
+        Ok(())
+    }
+
+    #[test]
+    fn retries_spread_over_the_second_half_of_the_backoff() {
+        let backoff = Duration::from_secs(8);
+        let waits: Vec<Duration> = (0..1000)
+            .map(|node| jittered(backoff, &format!("node-{node}"), 3))
+            .collect();
+        assert!(
+            waits
+                .iter()
+                .all(|wait| *wait >= backoff / 2 && *wait < backoff)
+        );
+        // A thousand agents failing together do not retry together: no 100 ms slot of the 4 s
+        // window holds more than a small share of them.
+        let mut slots = [0_u32; 40];
+        for wait in &waits {
+            let slot = usize::try_from((*wait - backoff / 2).as_millis() / 100).unwrap_or(0);
+            if let Some(count) = slots.get_mut(slot) {
+                *count += 1;
+            }
+        }
+        assert!(slots.iter().all(|count| *count < 100), "{slots:?}");
+        // Fixed per node and attempt, so a node's retry is reproducible.
+        assert_eq!(
+            jittered(backoff, "node-a", 1),
+            jittered(backoff, "node-a", 1)
+        );
     }
 
     #[test]

@@ -72,9 +72,27 @@ pub struct GpuInventory {
     pub mig_mode: Option<MigMode>,
     /// Event types the GPU can report, as names (`critical_xid`, `double_bit_ecc`, …).
     pub supported_events: Option<Vec<String>>,
+    /// The GPU's active NVLinks and what each reaches; `None` when NVML cannot say (a GPU
+    /// without NVLink answers `NotSupported`), `Some(empty)` when it has links but none is up.
+    /// Topology decides which GPUs a multi-GPU replica may share (see [`crate::topology`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvlinks: Option<Vec<NvLinkPeer>>,
     /// Readings that failed, reading name → error text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub missing: BTreeMap<String, String>,
+}
+
+/// One active NVLink of a GPU and the device at its other end, as NVML identifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvLinkPeer {
+    /// Link number on the GPU (0 to 17 on Hopper and Blackwell).
+    pub link: u32,
+    /// PCI bus id of the remote device (`00000000:18:00.0`): another GPU of the node, an
+    /// NVSwitch, or a CPU's NVLink port. `None` when NVML could not read it.
+    pub remote_pci_bus_id: Option<String>,
+    /// The remote's PCI ids as NVML packs them: device id in the high 16 bits, vendor id in the
+    /// low 16 (`0x22a3_10de` is an NVIDIA NVSwitch). `None` when unknown.
+    pub remote_pci_device_id: Option<u32>,
 }
 
 /// ECC error counters (counts of errors since driver load or over the GPU's life).

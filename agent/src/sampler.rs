@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::health::{GpuHealthTracker, HealthPolicy};
 use crate::metrics::NodeView;
+use crate::ownership::ProcessTable;
 use crate::reading::{EventKind, GpuEvent, unix_millis_now};
 use crate::server::SharedView;
 use crate::source::GpuSource;
@@ -26,6 +27,7 @@ pub struct Sampler {
     policy: HealthPolicy,
     view: SharedView,
     lost: Vec<u32>,
+    processes: Option<ProcessTable>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -63,7 +65,16 @@ impl Sampler {
             policy,
             view: Arc::new(Mutex::new(view)),
             lost: Vec::new(),
+            processes: None,
         }
+    }
+
+    /// Attributes every GPU process of each sample to its Pod through `table` (for
+    /// `foreignMemoryMiB`). Without a table the agent does not tell processes apart.
+    #[must_use]
+    pub fn with_process_table(mut self, table: ProcessTable) -> Self {
+        self.processes = Some(table);
+        self
     }
 
     /// The view this sampler keeps current.
@@ -113,10 +124,21 @@ impl Sampler {
                     None
                 };
                 let health = self.grade(now);
+                // A handful of small reads per sample (one per GPU process), outside the lock.
+                let owners = self.processes.as_ref().map(|table| {
+                    table.owners(
+                        sample
+                            .gpus
+                            .iter()
+                            .flat_map(|gpu| gpu.processes.iter().flatten())
+                            .map(|process| process.pid),
+                    )
+                });
                 self.with_view(|view| {
                     if let Some(inventory) = inventory {
                         view.inventory = inventory;
                     }
+                    view.process_owners = owners;
                     view.sample = Some(sample);
                     view.health = health;
                     view.counters.samples += 1;

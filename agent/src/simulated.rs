@@ -27,6 +27,10 @@ use crate::source::GpuSource;
 pub const GPU_LOST_ERROR: &str =
     "GpuLost: device fell off the bus or has otherwise become inacessible";
 
+/// How a GPU without NVLink answers NVML's link queries, as the NVML source records it.
+pub const NVLINK_NOT_SUPPORTED: &str =
+    "NotSupported: the requested operation is not available on the target device";
+
 /// Xid NVIDIA logs for a double-bit ECC error.
 pub const XID_DOUBLE_BIT_ECC: u64 = 48;
 /// Xid NVIDIA logs when row remapping fails.
@@ -511,6 +515,11 @@ impl GpuSource for SimulatedSource {
                     "double_bit_ecc".to_owned(),
                     "single_bit_ecc".to_owned(),
                 ]);
+                gpu.nvlinks = self.preset.nvlinks(index);
+                if gpu.nvlinks.is_none() {
+                    gpu.missing
+                        .insert("nvlinks".to_owned(), NVLINK_NOT_SUPPORTED.to_owned());
+                }
                 gpu
             })
             .collect())

@@ -66,7 +66,11 @@ fn api_health(health: Option<&GpuHealth>, transition_ms: Option<u64>) -> ApiHeal
     }
 }
 
-fn telemetry(sample: Option<&GpuSample>, sampled_at_ms: Option<u64>) -> GpuTelemetry {
+fn telemetry(
+    sample: Option<&GpuSample>,
+    sampled_at_ms: Option<u64>,
+    foreign_memory_mib: Option<u64>,
+) -> GpuTelemetry {
     let Some(sample) = sample else {
         return GpuTelemetry::default();
     };
@@ -81,20 +85,30 @@ fn telemetry(sample: Option<&GpuSample>, sampled_at_ms: Option<u64>) -> GpuTelem
             .throttle_reasons
             .map(|reasons| reasons.names())
             .unwrap_or_default(),
-        // Telling gpufleet's processes from others needs the kubelet's pod-resources API;
-        // until the agent reads it, the figure is unknown rather than guessed.
-        foreign_memory_mib: None,
+        foreign_memory_mib,
         sampled_at: sampled_at_ms.and_then(time_from_unix_ms),
     }
 }
 
-fn device(
-    gpu: &GpuInventory,
-    sample: Option<&GpuSample>,
+/// What the status builder knows of one GPU besides its inventory.
+struct DeviceFacts<'view> {
+    sample: Option<&'view GpuSample>,
     sampled_at_ms: Option<u64>,
-    health: Option<&GpuHealth>,
+    health: Option<&'view GpuHealth>,
     transition_ms: Option<u64>,
-) -> GpuDevice {
+    nvlink_group: Option<u32>,
+    foreign_memory_mib: Option<u64>,
+}
+
+fn device(gpu: &GpuInventory, facts: &DeviceFacts<'_>) -> GpuDevice {
+    let DeviceFacts {
+        sample,
+        sampled_at_ms,
+        health,
+        transition_ms,
+        nvlink_group,
+        foreign_memory_mib,
+    } = *facts;
     GpuDevice {
         index: gpu.index,
         uuid: gpu
@@ -110,15 +124,30 @@ fn device(
             .compute_capability
             .map(|capability| format!("{}.{}", capability.major, capability.minor)),
         pci_bus_id: gpu.pci_bus_id.clone(),
-        nvlink_group: None,
+        nvlink_group,
         numa_node: gpu.numa_node.and_then(|node| i32::try_from(node).ok()),
         mig_enabled: sample
             .and_then(|sample| sample.mig_mode)
             .or(gpu.mig_mode)
             .map(|mode| mode.current),
-        telemetry: telemetry(sample, sampled_at_ms),
+        telemetry: telemetry(sample, sampled_at_ms, foreign_memory_mib),
         health: api_health(health, transition_ms),
     }
+}
+
+/// Memory on this GPU held by processes gpufleet did not place, when the agent can tell: it
+/// needs the GPU's process list, the owner of each process and the Pods placed on this node.
+fn foreign_memory_of(
+    view: &NodeView,
+    gpu: &GpuInventory,
+    sample: Option<&GpuSample>,
+) -> Option<u64> {
+    crate::ownership::foreign_memory_mib(
+        gpu.uuid.as_deref()?,
+        sample?.processes.as_deref()?,
+        view.process_owners.as_ref()?,
+        view.placements.as_ref()?,
+    )
 }
 
 /// The CUDA version as people write it (`13.0`) from NVML's integer (`13000`).
@@ -135,6 +164,7 @@ pub fn gpu_node_status(
     now_ms: u64,
 ) -> GpuNodeStatus {
     let sampled_at = view.sample.as_ref().map(|sample| sample.at_unix_ms);
+    let groups = crate::topology::nvlink_groups(&view.inventory);
     let gpus = view
         .inventory
         .iter()
@@ -143,13 +173,15 @@ pub fn gpu_node_status(
                 .sample
                 .as_ref()
                 .and_then(|sample| sample.gpus.iter().find(|other| other.index == gpu.index));
-            device(
-                gpu,
+            let facts = DeviceFacts {
                 sample,
-                sampled_at,
-                view.health.get(&gpu.index),
-                transitions.get(&gpu.index).copied(),
-            )
+                sampled_at_ms: sampled_at,
+                health: view.health.get(&gpu.index),
+                transition_ms: transitions.get(&gpu.index).copied(),
+                nvlink_group: groups.get(&gpu.index).copied(),
+                foreign_memory_mib: foreign_memory_of(view, gpu, sample),
+            };
+            device(gpu, &facts)
         })
         .collect();
     let ready = view.sample.is_some();
@@ -241,6 +273,8 @@ pub struct Fingerprint {
     pub health: Vec<(u32, HealthState, Vec<&'static str>)>,
     /// Per GPU: index and free memory in MiB (None when unknown).
     pub memory_free_mib: Vec<(u32, Option<u64>)>,
+    /// Per GPU: index and memory held by processes gpufleet did not place, in MiB.
+    pub foreign_memory_mib: Vec<(u32, Option<u64>)>,
     /// Per GPU: total memory in MiB, for the significance threshold.
     pub memory_total_mib: BTreeMap<u32, u64>,
     /// Whether a sample exists.
@@ -280,6 +314,14 @@ impl Fingerprint {
             memory_free_mib: samples
                 .iter()
                 .map(|gpu| (gpu.index, gpu.memory_free_mib))
+                .collect(),
+            foreign_memory_mib: view
+                .inventory
+                .iter()
+                .map(|gpu| {
+                    let sample = samples.iter().find(|sample| sample.index == gpu.index);
+                    (gpu.index, foreign_memory_of(view, gpu, sample))
+                })
                 .collect(),
             memory_total_mib: view
                 .inventory
@@ -330,8 +372,19 @@ impl Default for PublishPolicy {
 
 impl PublishPolicy {
     fn memory_significant(&self, last: &Fingerprint, now: &Fingerprint) -> bool {
-        let previous: BTreeMap<u32, Option<u64>> = last.memory_free_mib.iter().copied().collect();
-        now.memory_free_mib.iter().any(|(index, free)| {
+        self.figures_significant(&last.memory_free_mib, &now.memory_free_mib, now)
+            || self.figures_significant(&last.foreign_memory_mib, &now.foreign_memory_mib, now)
+    }
+
+    /// Whether a per-GPU memory figure moved by the threshold, or became known or unknown.
+    fn figures_significant(
+        &self,
+        last: &[(u32, Option<u64>)],
+        figures: &[(u32, Option<u64>)],
+        now: &Fingerprint,
+    ) -> bool {
+        let previous: BTreeMap<u32, Option<u64>> = last.iter().copied().collect();
+        figures.iter().any(|(index, free)| {
             let Some(before) = previous.get(index) else {
                 return true;
             };
@@ -422,6 +475,92 @@ mod tests {
         assert_eq!((summary.gpu_count, summary.healthy_count), (8, 7));
         assert_eq!(status.cuda_version.as_deref(), Some("13.0"));
         assert_eq!(status.conditions[0].status, "True");
+        Ok(())
+    }
+
+    #[test]
+    fn nvlink_groups_follow_each_preset_topology() -> crate::Result<()> {
+        let groups = |machine: preset::MachinePreset| -> crate::Result<Vec<Option<u32>>> {
+            let mut source =
+                SimulatedSource::new(machine, "node-a", Vec::new(), SimulationClock::manual());
+            let view = NodeView {
+                inventory: source.inventory()?,
+                sample: Some(source.sample()?),
+                ..NodeView::default()
+            };
+            let status = gpu_node_status(&view, "simulated", &BTreeMap::new(), 5_000);
+            Ok(status.gpus.iter().map(|gpu| gpu.nvlink_group).collect())
+        };
+        // NVSwitch baseboards: one group of eight.
+        assert_eq!(groups(preset::dgx_h100())?, vec![Some(0); 8]);
+        assert_eq!(groups(preset::dgx_h200())?, vec![Some(0); 8]);
+        assert_eq!(groups(preset::hgx_b200())?, vec![Some(0); 8]);
+        // PCIe only: no group.
+        assert_eq!(groups(preset::l40s_box())?, vec![None; 4]);
+        // One bridged H100 pair, two L40S without NVLink.
+        assert_eq!(groups(preset::mixed())?, vec![Some(0), Some(0), None, None]);
+        Ok(())
+    }
+
+    #[test]
+    fn foreign_memory_is_published_only_when_processes_can_be_attributed() -> crate::Result<()> {
+        use crate::ownership::ProcessOwner;
+        let mut view = view("foreign:20000@gpu0@t=0s")?;
+        let processes = |view: &NodeView, index: usize| {
+            view.sample
+                .as_ref()
+                .map(|sample| sample.gpus[index].processes.clone().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        // Without attribution the figure is unknown, not 0.
+        let status = gpu_node_status(&view, "simulated", &BTreeMap::new(), 5_000);
+        assert_eq!(status.gpus[0].telemetry.foreign_memory_mib, None);
+        // gpufleet placed one Pod on every GPU; each GPU's job runs in that GPU's Pod, the
+        // foreign process on GPU 0 runs outside any Pod.
+        let mut owners = BTreeMap::new();
+        let mut placements = crate::ownership::GpuPlacements::new();
+        for (index, gpu) in view.inventory.iter().enumerate() {
+            let pod = format!("pod-{index}");
+            for process in processes(&view, index) {
+                let owner = if process.used_memory_mib == Some(20_000) {
+                    ProcessOwner::Host
+                } else {
+                    ProcessOwner::Pod(pod.clone())
+                };
+                owners.insert(process.pid, owner);
+            }
+            placements
+                .entry(gpu.uuid.clone().unwrap_or_default())
+                .or_default()
+                .insert(pod);
+        }
+        view.process_owners = Some(owners);
+        view.placements = Some(placements);
+        let status = gpu_node_status(&view, "simulated", &BTreeMap::new(), 5_000);
+        assert_eq!(status.gpus[0].telemetry.foreign_memory_mib, Some(20_000));
+        assert_eq!(status.gpus[1].telemetry.foreign_memory_mib, Some(0));
+        // A lost GPU lists no processes: its foreign memory is unknown.
+        let lost = {
+            let mut lost = view.clone();
+            if let Some(sample) = lost.sample.as_mut() {
+                sample.gpus[2].processes = None;
+            }
+            gpu_node_status(&lost, "simulated", &BTreeMap::new(), 5_000)
+        };
+        assert_eq!(lost.gpus[2].telemetry.foreign_memory_mib, None);
+        // Attribution becoming available is a change worth publishing.
+        let before = Fingerprint::of(&{
+            let mut unattributed = view.clone();
+            unattributed.placements = None;
+            unattributed
+        });
+        assert_eq!(
+            PublishPolicy::default().decide(
+                Some((&before, Duration::from_secs(2))),
+                &Fingerprint::of(&view)
+            ),
+            Some(PublishReason::MemoryChanged)
+        );
         Ok(())
     }
 

@@ -9,15 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gpufleet_agent::GpuSource;
 use gpufleet_agent::fault::parse_script;
 use gpufleet_agent::health::HealthPolicy;
+use gpufleet_agent::ownership::ProcessTable;
+use gpufleet_agent::pod_watch::watch_placements;
 use gpufleet_agent::preset;
 use gpufleet_agent::publisher::Publisher;
 use gpufleet_agent::sampler::Sampler;
 use gpufleet_agent::simulated::{SimulatedSource, SimulationClock};
 use gpufleet_agent::status::PublishPolicy;
 use gpufleet_api::gpu_node::{GpuNode, HealthState};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
@@ -53,6 +56,7 @@ struct Agent {
     stop: Arc<AtomicBool>,
     sampler: Option<std::thread::JoinHandle<()>>,
     publisher: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -61,14 +65,33 @@ impl Agent {
         node: &str,
         faults: &str,
     ) -> Result<Self, gpufleet_agent::Error> {
+        Self::start_with_processes(client, node, faults, None)
+    }
+
+    /// An agent that also attributes GPU processes through `processes` (a fake /proc) and
+    /// watches the Pods on its node, as `gpufleet agent run --publish` does with a proc root.
+    fn start_with_processes(
+        client: kube::Client,
+        node: &str,
+        faults: &str,
+        processes: Option<ProcessTable>,
+    ) -> Result<Self, gpufleet_agent::Error> {
         let source = SimulatedSource::new(
             preset::dgx_h100(),
             node,
             parse_script(faults)?,
             SimulationClock::wall(),
         );
-        let sampler = Sampler::new(Box::new(source), node, HealthPolicy::default());
+        let mut sampler = Sampler::new(Box::new(source), node, HealthPolicy::default());
+        let watch = processes.is_some();
+        if let Some(table) = processes {
+            sampler = sampler.with_process_table(table);
+        }
         let view = sampler.view();
+        let watcher = watch.then(|| {
+            let (client, node, view) = (client.clone(), node.to_owned(), Arc::clone(&view));
+            tokio::spawn(async move { watch_placements(client, &node, view).await })
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let sampler_stop = Arc::clone(&stop);
         let sampler =
@@ -86,10 +109,14 @@ impl Agent {
             stop,
             sampler: Some(sampler),
             publisher,
+            watcher,
         })
     }
 
     async fn stop(mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         self.stop.store(true, Ordering::Relaxed);
         let _ = (&mut self.publisher).await;
         if let Some(sampler) = self.sampler.take() {
@@ -227,6 +254,142 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
     Ok(())
 }
 
+fn foreign_mib(object: &GpuNode, index: usize) -> Option<u64> {
+    object
+        .status
+        .as_ref()?
+        .gpus
+        .get(index)?
+        .telemetry
+        .foreign_memory_mib
+}
+
+/// A Pod bound to `node`, placed by gpufleet on `gpu_uuids` when given.
+async fn create_pod(
+    client: &kube::Client,
+    name: &str,
+    node: &str,
+    gpu_uuids: Option<&str>,
+) -> Result<Pod, kube::Error> {
+    let annotations = gpu_uuids
+        .map(|uuids| serde_json::json!({ "gpufleet.io/gpu-uuids": uuids }))
+        .unwrap_or_else(|| serde_json::json!({}));
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "annotations": annotations },
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": false,
+            "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }],
+            "containers": [{ "name": "model", "image": "registry.k8s.io/pause:3.10" }]
+        }
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &pod)
+        .await
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run the README test command"]
+async fn foreign_memory_counts_what_gpufleet_did_not_place() -> TestResult {
+    let client = kube::Client::try_default().await?;
+    let name = unique("foreign");
+    create_node(&client, &name).await?;
+    // The same node name gives the same simulated GPUs: their UUIDs and their jobs' processes.
+    let mut twin = SimulatedSource::new(
+        preset::dgx_h100(),
+        &name,
+        parse_script("foreign:20000@gpu0@t=0s")?,
+        SimulationClock::manual(),
+    );
+    let inventory = twin.inventory()?;
+    let sample = twin.sample()?;
+    let processes = |index: usize| sample.gpus[index].processes.clone().unwrap_or_default();
+    let job = |index: usize| {
+        processes(index)
+            .into_iter()
+            .find(|process| process.pid < 40_000)
+    };
+    let foreign = processes(0)
+        .into_iter()
+        .find(|process| process.pid >= 40_000)
+        .ok_or("the simulated foreign process is missing")?;
+
+    // GPU 0's job runs in a Pod gpufleet placed on GPU 0; GPU 1's job in a Pod placed by
+    // someone else (no gpufleet annotation); the foreign process on GPU 0 outside any Pod.
+    let uuid0 = inventory[0].uuid.clone().ok_or("no UUID")?;
+    let placed = create_pod(&client, &format!("{name}-placed"), &name, Some(&uuid0)).await?;
+    let other = create_pod(&client, &format!("{name}-other"), &name, None).await?;
+    let root = std::env::temp_dir().join(format!("gpufleet-cluster-proc-{name}"));
+    let write = |pid: u32, cgroup: String| -> std::io::Result<()> {
+        std::fs::create_dir_all(root.join(pid.to_string()))?;
+        std::fs::write(root.join(pid.to_string()).join("cgroup"), cgroup)
+    };
+    let pod_cgroup = |pod: &Pod| {
+        format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-1.scope\n",
+            pod.metadata
+                .uid
+                .clone()
+                .unwrap_or_default()
+                .replace('-', "_")
+        )
+    };
+    if let Some(process) = job(0) {
+        write(process.pid, pod_cgroup(&placed))?;
+    }
+    if let Some(process) = job(1) {
+        write(process.pid, pod_cgroup(&other))?;
+    }
+    write(
+        foreign.pid,
+        "0::/system.slice/stray-training.service\n".to_owned(),
+    )?;
+
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let agent = Agent::start_with_processes(
+        client.clone(),
+        &name,
+        "foreign:20000@gpu0@t=0s",
+        Some(ProcessTable::new(&root)),
+    )?;
+    let job1 = job(1)
+        .and_then(|process| process.used_memory_mib)
+        .unwrap_or(0);
+    let found = wait_for(&gpu_nodes, &name, Duration::from_secs(15), |object| {
+        foreign_mib(object, 0) == Some(20_000) && foreign_mib(object, 1) == Some(job1)
+    })
+    .await;
+    let last = gpu_nodes.get_opt(&name).await?;
+
+    agent.stop().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for pod in [&placed, &other] {
+        if let Some(pod_name) = &pod.metadata.name {
+            let _ = pods.delete(pod_name, &DeleteParams::default()).await;
+        }
+    }
+    Api::<Node>::all(client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    let _ = gpu_nodes.delete(&name, &DeleteParams::default()).await;
+    let _ = std::fs::remove_dir_all(&root);
+
+    let (_, latency) = found.ok_or_else(|| {
+        format!(
+            "foreignMemoryMiB not 20000 on GPU 0 and {job1} on GPU 1; last GpuNode: {:?}",
+            last.map(|object| (foreign_mib(&object, 0), foreign_mib(&object, 1)))
+        )
+    })?;
+    eprintln!(
+        "foreignMemoryMiB reached the GpuNode {} ms after the agent started",
+        latency.as_millis()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run the README test command"]
 async fn agent_recreates_a_deleted_gpunode() -> TestResult {
@@ -257,7 +420,31 @@ async fn agent_recreates_a_deleted_gpunode() -> TestResult {
     Ok(())
 }
 
-/// Applies every document of a manifest file in `agent/deploy/` with the admin client.
+/// Renders one of the agent's templates of the Helm chart (`charts/gpufleet`, the one source of
+/// the agent's RBAC, admission policy and DaemonSet) as release `gpufleet` in `gpufleet-system`,
+/// with the helm in `GPUFLEET_HELM` (the README test command builds one) or on PATH.
+fn render_agent_template(file: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let helm = std::env::var("GPUFLEET_HELM").unwrap_or_else(|_| "helm".to_owned());
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/gpufleet");
+    let output = std::process::Command::new(&helm)
+        .arg("template")
+        .arg("gpufleet")
+        .arg(&chart)
+        .args(["--namespace", "gpufleet-system"])
+        .args(["--show-only", &format!("templates/agent/{file}")])
+        .output()
+        .map_err(|error| format!("running {helm}: {error}; set GPUFLEET_HELM to a helm binary"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "helm template --show-only templates/agent/{file} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Applies every document of one of the agent's chart templates with the admin client.
 async fn apply_manifests(client: &kube::Client, file: &str) -> TestResult {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -265,11 +452,7 @@ async fn apply_manifests(client: &kube::Client, file: &str) -> TestResult {
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::api::{Patch, PatchParams};
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("deploy")
-            .join(file),
-    )?;
+    let text = render_agent_template(file)?;
     let params = PatchParams::apply("gpufleet-agent-e2e").force();
     for document in serde_norway::Deserializer::from_str(&text) {
         let value: serde_json::Value = serde::Deserialize::deserialize(document)?;

@@ -21,6 +21,8 @@ use gpufleet_agent::GpuSource;
 use gpufleet_agent::fixture::{self, ProbePlan};
 use gpufleet_agent::health::HealthPolicy;
 use gpufleet_agent::nvml::{DEFAULT_NVML_LIBRARY, NvmlSource};
+use gpufleet_agent::ownership::ProcessTable;
+use gpufleet_agent::pod_watch::watch_placements;
 use gpufleet_agent::publisher::Publisher;
 use gpufleet_agent::sampler::Sampler;
 use gpufleet_agent::server::MetricsServer;
@@ -69,6 +71,10 @@ pub(crate) struct FleetArgs {
     /// Keep the Nodes and GpuNodes afterwards.
     #[arg(long)]
     keep: bool,
+    /// Heartbeat age the operator treats as stale, seconds (its default unless it runs with
+    /// another).
+    #[arg(long, default_value_t = gpufleet_operator::snapshot::DEFAULT_HEARTBEAT_STALE_AFTER_MS / 1000)]
+    stale_after_seconds: u64,
 }
 
 /// Where GPU readings come from.
@@ -91,6 +97,11 @@ pub(crate) struct SourceArgs {
     /// This node's name (the GpuNode name, the `Hostname` label).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// The host's /proc, to tell which Pod each GPU process runs in (for foreignMemoryMiB):
+    /// /proc when the agent runs with hostPID, else where the host's /proc is mounted. Default:
+    /// /proc for NVML sources; simulated and fixture sources attribute nothing unless given one.
+    #[arg(long, value_name = "PATH", env = "GPUFLEET_PROC_ROOT")]
+    proc_root: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -99,6 +110,16 @@ impl SourceArgs {
             .clone()
             .or_else(fixture::hostname)
             .unwrap_or_else(|| "localhost".to_owned())
+    }
+
+    /// Where GPU processes are looked up, if anywhere: simulated PIDs mean nothing in this
+    /// host's /proc, so only NVML sources default to it.
+    fn process_table(&self) -> Option<ProcessTable> {
+        match (&self.proc_root, self.spec()) {
+            (Some(root), _) => Some(ProcessTable::new(root)),
+            (None, SourceSpec::Nvml { .. }) => Some(ProcessTable::new("/proc")),
+            (None, _) => None,
+        }
     }
 
     fn spec(&self) -> SourceSpec {
@@ -192,7 +213,11 @@ fn open(source: &SourceArgs) -> anyhow::Result<Box<dyn GpuSource>> {
 
 fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
     let node = args.source.node_name();
-    let sampler = Sampler::new(open(&args.source)?, &node, HealthPolicy::default());
+    let mut sampler = Sampler::new(open(&args.source)?, &node, HealthPolicy::default());
+    let process_table = args.source.process_table();
+    if let Some(table) = process_table.clone() {
+        sampler = sampler.with_process_table(table);
+    }
     let server = MetricsServer::start(args.metrics_address, sampler.view())?;
     eprintln!(
         "gpufleet agent: node {node}, source {}, metrics on http://{}/metrics",
@@ -222,10 +247,26 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("find the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
-        let publisher = Publisher::new(client, &node, &source, PublishPolicy::default(), labels);
+        let publisher = Publisher::new(
+            client.clone(),
+            &node,
+            &source,
+            PublishPolicy::default(),
+            labels,
+        );
         let publisher_stop = Arc::clone(&stop);
+        // The Pods on this node say which GPU processes gpufleet placed; without a process
+        // table there is nothing to attribute, and no reason to read Pods.
+        let placements = async {
+            if process_table.is_some() {
+                watch_placements(client, &node, Arc::clone(&view)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            () = publisher.run(view, &publisher_stop) => {}
+            () = publisher.run(Arc::clone(&view), &publisher_stop) => {}
+            () = placements => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         anyhow::Ok(())
@@ -282,6 +323,17 @@ fn cpu_seconds() -> Option<f64> {
     let system: f64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on every Linux architecture gpufleet runs on.
     Some((user + system) / 100.0)
+}
+
+/// The 1, 5 and 15 minute load averages, from /proc/loadavg.
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some([
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    ])
 }
 
 /// A `Vm…:` line of /proc/self/status in KiB.
@@ -394,15 +446,30 @@ fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
         let failed = results.iter().filter(|result| result.is_err()).count();
         anyhow::ensure!(failed == 0, "could not create {failed} of {} Nodes", names.len());
         eprintln!("gpufleet agent fleet: {} Nodes ready in {:.1} s", names.len(), created.elapsed().as_secs_f64());
+        let load_before = load_average();
+        let cpu_before = cpu_seconds();
         let report = gpufleet_agent::fleet::run_fleet(
             client.clone(),
             &names,
             &preset,
             Duration::from_millis(args.interval_ms),
             Duration::from_secs(args.seconds),
+            Duration::from_secs(args.stale_after_seconds),
         )
         .await;
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let fleet_cpu = cpu_seconds().zip(cpu_before).map(|(end, start)| end - start);
+        let mut output = serde_json::to_value(&report)?;
+        if let Some(fields) = output.as_object_mut() {
+            // The machine's load says how much the figures owe to a busy host, and the fleet's
+            // own CPU how much of that load it caused (all agents run in this one process).
+            fields.insert("load_average_before".to_owned(), serde_json::json!(load_before));
+            fields.insert("load_average_after".to_owned(), serde_json::json!(load_average()));
+            fields.insert(
+                "fleet_process_core_percent".to_owned(),
+                serde_json::json!(fleet_cpu.map(|cpu| 100.0 * cpu / report.seconds.max(1.0))),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&output)?);
         if !args.keep {
             let gpu_nodes: Api<gpufleet_api::gpu_node::GpuNode> = Api::all(client.clone());
             futures::stream::iter(names.iter().map(|name| {

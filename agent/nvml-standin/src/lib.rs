@@ -364,6 +364,52 @@ pub unsafe extern "C" fn nvmlDeviceGetPciInfo_v3(
     }
 }
 
+/// `nvmlDeviceGetNvLinkState`: whether a link is up.
+///
+/// # Safety
+/// `active` must be null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetNvLinkState(
+    device: nvmlDevice_t,
+    link: c_uint,
+    active: *mut c_uint,
+) -> Code {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        answer(device, active, |machine, index| {
+            machine
+                .nvlink(index, link)
+                .map(|peer| enable_state(peer.is_some()))
+        })
+    }
+}
+
+/// `nvmlDeviceGetNvLinkRemotePciInfo_v2`: the PCI identity of what an active link reaches (a
+/// GPU of the machine or an NVSwitch); a link that is down answers `NOT_SUPPORTED`.
+///
+/// # Safety
+/// `pci` must be null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetNvLinkRemotePciInfo_v2(
+    device: nvmlDevice_t,
+    link: c_uint,
+    pci: *mut nvmlPciInfo_t,
+) -> Code {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        answer(device, pci, |machine, index| {
+            let peer = machine.nvlink(index, link)?.ok_or(NOT_SUPPORTED)?;
+            let mut info = peer
+                .remote_pci_bus_id
+                .as_deref()
+                .and_then(pci_info)
+                .ok_or(UNKNOWN)?;
+            info.pciDeviceId = peer.remote_pci_device_id.unwrap_or(0);
+            Ok(info)
+        })
+    }
+}
+
 /// `nvmlDeviceGetMinorNumber`.
 ///
 /// # Safety

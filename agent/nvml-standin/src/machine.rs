@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use gpufleet_agent::GpuSource;
 use gpufleet_agent::fault::{self, Fault};
 use gpufleet_agent::fixture::{Fixture, ReplaySource};
+use gpufleet_agent::nvml::NVLINK_MAX_LINKS;
 use gpufleet_agent::preset;
 use gpufleet_agent::reading::{
-    DriverInfo, EventKind, GpuEvent, GpuInventory, GpuSample, NodeSample,
+    DriverInfo, EventKind, GpuEvent, GpuInventory, GpuSample, NodeSample, NvLinkPeer,
 };
 use gpufleet_agent::simulated::{SimulatedSource, SimulationClock};
 use nvml_wrapper_sys::bindings as nvml;
@@ -250,6 +251,17 @@ impl Machine {
         self.sample(index)?;
         let gpu = self.inventory(index)?;
         pick(gpu).ok_or_else(|| code_for_missing(gpu.missing.get(name)))
+    }
+
+    /// NVLink `link` of a GPU: its peer when active, `None` when down. A GPU without NVLink
+    /// answers as its inventory recorded (`NOT_SUPPORTED`); a link past the last one answers
+    /// `INVALID_ARGUMENT`, as the driver does.
+    pub(crate) fn nvlink(&mut self, index: u32, link: u32) -> Result<Option<NvLinkPeer>, Code> {
+        let peers = self.fact(index, "nvlinks", |gpu| gpu.nvlinks.clone())?;
+        if link >= NVLINK_MAX_LINKS {
+            return Err(nvml::nvmlReturn_enum_NVML_ERROR_INVALID_ARGUMENT);
+        }
+        Ok(peers.into_iter().find(|peer| peer.link == link))
     }
 
     /// Creates an event set and returns its handle number (1-based).

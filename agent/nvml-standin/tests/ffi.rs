@@ -21,13 +21,22 @@ fn built_library() -> Result<PathBuf, String> {
         .parent()
         .and_then(Path::parent)
         .ok_or("test executable has no target directory")?;
+    // `cargo test` refreshes only `deps/`; `cargo build` also copies the library up a level.
+    // Take the newer, so a stale copy from an earlier build never stands in for this one.
     [
         "libgpufleet_nvml_standin.so",
         "deps/libgpufleet_nvml_standin.so",
     ]
     .iter()
     .map(|name| profile_directory.join(name))
-    .find(|path| path.exists())
+    .filter_map(|path| {
+        let modified = std::fs::metadata(&path)
+            .and_then(|meta| meta.modified())
+            .ok()?;
+        Some((modified, path))
+    })
+    .max()
+    .map(|(_, path)| path)
     .ok_or_else(|| {
         format!(
             "libgpufleet_nvml_standin.so not built under {}",
@@ -229,4 +238,72 @@ fn absent_library_is_a_clear_error() {
         error.contains("libnvidia-ml.so.1") && error.contains("--nvml-lib"),
         "{error}"
     );
+}
+
+#[test]
+fn nvlink_topology_reaches_the_agent_through_nvml() -> TestResult {
+    use gpufleet_agent::topology::nvlink_groups;
+    use std::collections::BTreeMap;
+
+    // An HGX baseboard: 18 links per GPU, all to NVSwitches → one group of eight.
+    let library = standin("nvlink-h200", r#"{"preset": "dgx_h200", "node": "node-a"}"#)?;
+    let inventory = open(&library)?.inventory()?;
+    for gpu in &inventory {
+        let links = gpu
+            .nvlinks
+            .as_ref()
+            .ok_or_else(|| format!("no NVLink read on a DGX H200: {:?}", gpu.missing))?;
+        assert_eq!(links.len(), 18, "gpu {}", gpu.index);
+        assert!(
+            links
+                .iter()
+                .all(|link| link.remote_pci_device_id == Some(0x22a3_10de))
+        );
+    }
+    assert_eq!(
+        nvlink_groups(&inventory),
+        (0..8).map(|index| (index, 0)).collect::<BTreeMap<_, _>>()
+    );
+
+    // PCIe L40S: NVML answers NotSupported, recorded as such, and there is no group.
+    let library = standin("nvlink-l40s", r#"{"preset": "l40s_box"}"#)?;
+    let inventory = open(&library)?.inventory()?;
+    assert!(inventory.iter().all(|gpu| {
+        gpu.nvlinks.is_none()
+            && gpu
+                .missing
+                .get("nvlinks")
+                .is_some_and(|error| error.starts_with("NotSupported"))
+    }));
+    assert!(nvlink_groups(&inventory).is_empty());
+
+    // The mixed box: one bridged H100 pair (12 of 18 links up), two L40S without NVLink.
+    let library = standin("nvlink-mixed", r#"{"preset": "mixed"}"#)?;
+    let inventory = open(&library)?.inventory()?;
+    assert_eq!(
+        inventory[0].nvlinks.as_ref().map(Vec::len),
+        Some(12),
+        "{:?}",
+        inventory[0].missing
+    );
+    assert_eq!(
+        inventory[1]
+            .nvlinks
+            .as_ref()
+            .and_then(|links| links[0].remote_pci_bus_id.clone()),
+        inventory[0].pci_bus_id
+    );
+    assert_eq!(nvlink_groups(&inventory), BTreeMap::from([(0, 0), (1, 0)]));
+
+    // A fixture recorded without NVLink data (the single-GPU H200) replays as no group.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/h200-idle.json");
+    let library = standin(
+        "nvlink-fixture",
+        &serde_json::json!({ "fixture": fixture }).to_string(),
+    )?;
+    let inventory = open(&library)?.inventory()?;
+    assert!(!inventory.is_empty());
+    assert!(inventory.iter().all(|gpu| gpu.nvlinks.is_none()));
+    assert!(nvlink_groups(&inventory).is_empty());
+    Ok(())
 }

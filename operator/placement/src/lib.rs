@@ -110,7 +110,10 @@ pub enum Error {
         placement: String,
     },
     /// A node or pod CSV line that cannot be read.
-    #[error("{file} line {line}, column `{column}`: {problem}")]
+    #[error(
+        "{file} line {line}{}: {problem}",
+        if column.is_empty() { String::new() } else { format!(", column `{column}`") }
+    )]
     Csv {
         /// Which input (node or pod CSV).
         file: String,
