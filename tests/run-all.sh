@@ -8,7 +8,9 @@
 #   3. unit and integration tests (`cargo test --workspace`), and the planner again with HiGHS;
 #   4. the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #      KWOK with fake GPU nodes) and PostgreSQL started on 127.0.0.1, then the tests that need
-#      them (`--ignored`), then everything torn down.
+#      them (`--ignored`), then the `disruptive_…` ones that restart kube-apiserver or
+#      PostgreSQL (the whole-system fault test among them), one at a time, then everything torn
+#      down.
 #
 # Every phase prints its duration; the summary at the end lists them all.
 #
@@ -110,7 +112,13 @@ start_cluster() {
 }
 
 e2e_tests() {
-  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 2
+  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 2 --skip disruptive_
+}
+
+# Tests that restart kube-apiserver or PostgreSQL (the whole-system fault test, the recorder's
+# outage tests) run after the others, one at a time, so no other test sees their outages.
+disruptive_tests() {
+  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 1 disruptive_
 }
 
 teardown() {
@@ -134,3 +142,4 @@ phase "planner with HiGHS" highs_tests
 phase "postgresql" start_postgres
 phase "control plane up" start_cluster
 phase "end-to-end tests" e2e_tests
+phase "disruptive end-to-end tests" disruptive_tests

@@ -3,8 +3,12 @@
 //!
 //! ```sh
 //! cargo run --release -p gpufleet-dashboard --example fleet_server -- 1250 127.0.0.1:18081
-//! wrk -t2 -c50 -d30s --latency -s delay50ms.lua http://127.0.0.1:18081/api/v1/fleet
+//! wrk -t2 -c8 -d15s --latency -H 'Accept-Encoding: gzip' http://127.0.0.1:18081/api/v1/fleet
+//! node dashboard/bench/fleet_page.mjs 'http://127.0.0.1:18081/#fleet' 10000
 //! ```
+//!
+//! The benchmark figures of issue #6 come from `dashboard/bench/fleet.sh`, which measures the
+//! real binary's `gpufleet dashboard --simulate` the same way.
 //!
 //! NODES nodes of eight H100s each, readings moving every tick (2 s), one GPU in 97 Degraded.
 

@@ -17,6 +17,10 @@
 //!                        ├─► placement::place (gpufleet-placement) ─► deployments, decisions
 //!                        └─► Store::record_* (memory or PostgreSQL) ─► GET /api/v1/history
 //!  POST /api/v1/planner/runs ─token─► planner_run (gpufleet-planner, size + time limits) ─► Store
+//!
+//!  kube-apiserver ─watch─► recorder (GpuNode, InferenceDeployment, gpufleet Events)
+//!                            ├─► bounded buffer ─► Store (history; retries, drops counted)
+//!                            └─► ClusterFeed (a FleetFeed) ─► the live view above
 //! ```
 //!
 //! The crate is a library with a thin main: [`startup::configure`] registers every route and is
@@ -34,6 +38,7 @@ pub mod live;
 pub mod openapi;
 pub mod placement;
 pub mod planner_run;
+pub mod recorder;
 pub mod startup;
 pub mod store;
 pub mod ui;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// Every API route as (method, OpenAPI path).
-pub const ROUTES: [(&str, &str); 17] = [
+pub const ROUTES: [(&str, &str); 18] = [
     ("get", "/healthz"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/events"),
@@ -22,6 +22,7 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/api/v1/planner/runs/{id}"),
     ("get", "/api/v1/planner/runs/{id}/plan.csv"),
     ("get", "/api/v1/planner/runs/{id}/chart.svg"),
+    ("get", "/api/v1/recorder"),
 ];
 
 fn parameter(
@@ -84,12 +85,25 @@ pub fn document() -> Value {
             "/healthz": {"get": {"summary": "Liveness, store reachability and feed counters (ticks, store failures, records dropped).", "responses": ok("Health.", "application/json")}},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": ok("OpenAPI 3.1.", "application/json")}},
             "/api/v1/events": {"get": {"summary": "Server-sent events: telemetry, health, event, placements, resync.", "responses": ok("An endless event stream.", "text/event-stream")}},
-            "/api/v1/fleet": {"get": {"summary": "Every node and GPU with live telemetry and health, and fleet totals.", "responses": ok("The fleet.", "application/json")}},
+            "/api/v1/fleet": {"get": {
+                "summary": "Every node and GPU with live telemetry and health, and fleet totals.",
+                "description": "Encoded once per tick: sent gzip-compressed to clients that send `Accept-Encoding: gzip` (a ninth of the bytes at 10,000 GPUs), with an `ETag` per representation; `If-None-Match` with a tag of the current tick's document answers 304.",
+                "parameters": [
+                    parameter("Accept-Encoding", "header", false, json!({"type": "string"}), "`gzip` for a compressed body (`Content-Encoding: gzip`)."),
+                    parameter("If-None-Match", "header", false, json!({"type": "string"}), "An `ETag` from an earlier answer: 304 while the fleet is unchanged.")
+                ],
+                "responses": {
+                    "200": {"description": "The fleet.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {}}},
+                    "304": {"description": "The document named by `If-None-Match` is still current."},
+                    "default": {"$ref": "#/components/responses/Error"}
+                }
+            }},
             "/api/v1/fleet/stranded": {"get": {"summary": "Free and stranded memory and compute per node and product.", "responses": ok("Stranded capacity.", "application/json")}},
             "/api/v1/fleet/nodes/{name}": {"get": {"summary": "One node.", "parameters": [parameter("name", "path", true, json!({"type": "string"}), "Node name.")], "responses": ok("The node.", "application/json")}},
             "/api/v1/fleet/gpus/{uuid}": {"get": {"summary": "One GPU.", "parameters": [parameter("uuid", "path", true, json!({"type": "string"}), "GPU UUID.")], "responses": ok("The GPU.", "application/json")}},
             "/api/v1/deployments": {"get": {"summary": "InferenceDeployments with each replica's node, GPUs and score breakdown.", "responses": ok("Deployments.", "application/json")}},
             "/api/v1/deployments/{namespace}/{name}": {"get": {"summary": "One deployment and its placement decisions, newest first.", "parameters": [parameter("namespace", "path", true, json!({"type": "string"}), "Namespace."), parameter("name", "path", true, json!({"type": "string"}), "Name."), limit()], "responses": ok("The deployment.", "application/json")}},
+            "/api/v1/recorder": {"get": {"summary": "The Kubernetes recorder (`gpufleet dashboard --kubernetes`): `running`, and when it runs its buffer depth, facts recorded and dropped (by kind), gap markers written, store write failures and each watch's lists, errors and sync state.", "responses": ok("Recorder status.", "application/json")}},
             "/api/v1/placements": {"get": {"summary": "Placement decisions, newest first.", "parameters": [parameter("deployment", "query", false, json!({"type": "string"}), "namespace/name."), limit()], "responses": ok("Decisions.", "application/json")}},
             "/api/v1/history": {"get": {"summary": "A metric of one GPU or node over time, one point (mean, min, max) per step.", "parameters": [
                 parameter("gpu", "query", false, json!({"type": "string"}), "GPU UUID (or node)."),

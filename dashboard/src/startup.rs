@@ -14,6 +14,7 @@ use crate::auth::Token;
 use crate::fleet::FleetFeed;
 use crate::live::{FeedLoop, LiveFleet, Maintenance};
 use crate::planner_run::RunLimits;
+use crate::recorder::RecorderShared;
 use crate::store::Store;
 
 /// Everything the dashboard can be told at start-up.
@@ -60,6 +61,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// One planner run at a time.
     pub planner_gate: Arc<Semaphore>,
+    /// The Kubernetes recorder's counters, when one runs (`GET /api/v1/recorder`).
+    pub recorder: Option<Arc<RecorderShared>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +84,7 @@ impl AppState {
             store,
             settings: Arc::new(settings),
             planner_gate: Arc::new(Semaphore::new(1)),
+            recorder: None,
         }
     }
 }
@@ -161,12 +165,30 @@ impl Application {
         store: Arc<dyn Store>,
         feed: Option<Box<dyn FleetFeed>>,
     ) -> Result<Self, StartError> {
+        Self::build_with_recorder(settings, store, feed, None).await
+    }
+
+    /// Like [`build`](Self::build), with a Kubernetes recorder writing history: the recorder
+    /// is then the only writer of telemetry, events and placements (the feed loop only shows
+    /// the fleet and keeps history small), and `GET /api/v1/recorder` reports on it.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] when the address cannot be bound.
+    pub async fn build_with_recorder(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        feed: Option<Box<dyn FleetFeed>>,
+        recorder: Option<Arc<RecorderShared>>,
+    ) -> Result<Self, StartError> {
         let live = Arc::new(LiveFleet::new());
         let maintenance = settings.maintenance;
         let workers = settings.workers;
         let address = settings.bind;
-        let state = AppState::new(Arc::clone(&live), Arc::clone(&store), settings);
-        let feed = feed.map(|feed| FeedLoop::new(feed, live, store, maintenance));
+        let mut state = AppState::new(Arc::clone(&live), Arc::clone(&store), settings);
+        let recording = recorder.is_none();
+        state.recorder = recorder;
+        let feed = feed
+            .map(|feed| FeedLoop::new(feed, live, store, maintenance).recording_history(recording));
         if let Some(feed) = &feed {
             feed.tick().await;
         }

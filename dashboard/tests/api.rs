@@ -119,6 +119,74 @@ async fn fleet_lists_every_gpu_with_security_headers() {
 }
 
 #[actix_web::test]
+async fn the_fleet_is_served_gzipped_and_revalidated_by_its_entity_tag() {
+    use std::io::Read as _;
+
+    let harness = harness(None);
+    harness.feed.tick().await;
+    let app = service!(harness);
+    let get = |headers: &[(&'static str, &str)]| {
+        let mut request = test::TestRequest::get().uri("/api/v1/fleet");
+        for (name, value) in headers {
+            request = request.insert_header((*name, (*value).to_owned()));
+        }
+        request.to_request()
+    };
+    let header = |response: &actix_web::dev::ServiceResponse, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    let plain = test::call_service(&app, get(&[])).await;
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(header(&plain, "content-encoding"), None);
+    assert_eq!(header(&plain, "vary").as_deref(), Some("Accept-Encoding"));
+    assert_eq!(header(&plain, "cache-control").as_deref(), Some("no-cache"));
+    let plain_tag = header(&plain, "etag").expect("an entity tag");
+    let plain_body = test::read_body(plain).await;
+
+    let zipped = test::call_service(&app, get(&[("accept-encoding", "gzip, deflate, br")])).await;
+    assert_eq!(zipped.status(), StatusCode::OK);
+    assert_eq!(header(&zipped, "content-encoding").as_deref(), Some("gzip"));
+    let zipped_tag = header(&zipped, "etag").expect("an entity tag");
+    assert_ne!(zipped_tag, plain_tag, "each representation has its own tag");
+    let compressed = test::read_body(zipped).await;
+    assert!(
+        compressed.len() * 3 < plain_body.len(),
+        "gzip shrinks the fleet"
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(compressed.as_ref())
+        .read_to_end(&mut unzipped)
+        .expect("valid gzip");
+    assert_eq!(
+        unzipped,
+        plain_body.as_ref(),
+        "the same document either way"
+    );
+
+    for tag in [&plain_tag, &zipped_tag] {
+        let again = test::call_service(
+            &app,
+            get(&[("accept-encoding", "gzip"), ("if-none-match", tag)]),
+        )
+        .await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{tag}");
+        assert_eq!(header(&again, "etag").as_deref(), Some(zipped_tag.as_str()));
+        assert!(test::read_body(again).await.is_empty());
+    }
+
+    // The next tick is a new document: the old tag no longer matches.
+    harness.feed.tick().await;
+    let changed = test::call_service(&app, get(&[("if-none-match", &plain_tag)])).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(header(&changed, "etag"), Some(plain_tag));
+}
+
+#[actix_web::test]
 async fn a_broken_gpu_shows_in_health_events_history_and_moves_its_replica() {
     let harness = harness(None);
     harness.feed.tick().await;

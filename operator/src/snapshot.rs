@@ -193,14 +193,18 @@ pub fn build(
         })
         .collect();
     snapshot_nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let known: std::collections::BTreeSet<&str> = snapshot_nodes
-        .iter()
-        .map(|node| node.name.as_str())
-        .collect();
-    // A placement on a node that vanished holds nothing the engine can account.
+    // A placement the engine cannot account (its node vanished, a GPU of it is no longer
+    // reported, or its annotations were edited into nonsense) holds nothing: leave it out, so
+    // one odd Pod never stops the operator from placing anything. `failure_of` still sees the
+    // replica and replaces it.
     let placements = placements
         .into_iter()
-        .filter(|p| known.contains(p.node.as_str()))
+        .filter(|placement| {
+            snapshot_nodes
+                .iter()
+                .find(|node| node.name == placement.node)
+                .is_some_and(|node| accountable(placement, node))
+        })
         .collect();
     FleetSnapshot {
         nodes: snapshot_nodes,
@@ -208,8 +212,20 @@ pub fn build(
     }
 }
 
+/// Whether the engine can account `placement` on `node`: a share of 1–1000 thousandths on at
+/// least one GPU, every one of which the node reports.
+fn accountable(placement: &ExistingPlacement, node: &NodeSnapshot) -> bool {
+    (1..=1000).contains(&placement.gpu_milli)
+        && !placement.gpus.is_empty()
+        && placement
+            .gpus
+            .iter()
+            .all(|index| node.gpus.iter().any(|gpu| gpu.index == *index))
+}
+
 /// Why a placed replica must move, or `None` while its node and GPUs are fine: the node is gone
-/// or NotReady, its GpuNode heartbeat is stale, or one of its GPUs is Unhealthy.
+/// or NotReady, its GpuNode heartbeat is stale, one of its GPUs is Unhealthy, or one is no
+/// longer reported (an agent cannot read a GPU that fell off the bus).
 #[must_use]
 pub fn failure_of(placement: &ExistingPlacement, snapshot: &FleetSnapshot) -> Option<String> {
     let Some(node) = snapshot
@@ -224,6 +240,16 @@ pub fn failure_of(placement: &ExistingPlacement, snapshot: &FleetSnapshot) -> Op
     }
     if !node.heartbeat_fresh {
         return Some(format!("GpuNode {} heartbeat is stale", node.name));
+    }
+    if let Some(index) = placement
+        .gpus
+        .iter()
+        .find(|index| !node.gpus.iter().any(|gpu| gpu.index == **index))
+    {
+        return Some(format!(
+            "GPU {index} on {} is no longer reported by its agent",
+            node.name
+        ));
     }
     placement.gpus.iter().find_map(|index| {
         node.gpus
@@ -370,6 +396,40 @@ mod tests {
         assert!(
             failure_of(&placement("a", vec![0]), &snapshot)
                 .is_some_and(|why| why.contains("stale"))
+        );
+    }
+
+    #[test]
+    fn a_placement_the_engine_cannot_account_is_left_out_and_its_replica_replaced() {
+        // The agent of "a" reports GPUs 0 and 1 only (a GPU that fell off the bus is gone from
+        // its inventory); one Pod names GPU 5, another carries an edited share of 0.
+        let nodes = vec![node("a", true)];
+        let gpu_nodes =
+            BTreeMap::from([("a".to_owned(), gpu_node("a", "2026-01-01T00:00:00Z", 9))]);
+        let lost = placement("a", vec![5]);
+        let mut zero_share = placement("a", vec![0]);
+        zero_share.id = "ns/zero".to_owned();
+        zero_share.gpu_milli = 0;
+        let fine = ExistingPlacement {
+            id: "ns/fine".to_owned(),
+            ..placement("a", vec![1])
+        };
+        let snapshot = build(
+            &nodes,
+            &gpu_nodes,
+            vec![lost.clone(), zero_share, fine],
+            NOW,
+            DEFAULT_HEARTBEAT_STALE_AFTER_MS,
+        );
+        let kept: Vec<&str> = snapshot.placements.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(kept, ["ns/fine"]);
+        assert!(
+            gpufleet_placement::Engine::new(&snapshot, Default::default()).is_ok(),
+            "the engine accepts what is left"
+        );
+        assert!(
+            failure_of(&lost, &snapshot)
+                .is_some_and(|why| why.contains("GPU 5") && why.contains("no longer reported"))
         );
     }
 }

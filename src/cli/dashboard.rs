@@ -1,7 +1,8 @@
 //! `gpufleet dashboard`: serves the web dashboard.
 //!
 //! `--simulate` fills it from a simulated fleet built here from the agent crate's machine
-//! presets and fault scripts (the dashboard crate never depends on the agent: it reads any
+//! presets and fault scripts; `--kubernetes` from a cluster, through the dashboard's recorder,
+//! which also writes the cluster's history (the dashboard crate never depends on the agent: it reads any
 //! `FleetFeed`, and this module is the one that adapts the agent's samplers to it). History goes
 //! to memory, or to PostgreSQL with `--database-url`.
 
@@ -25,6 +26,7 @@ use gpufleet_api::inference_deployment::{
 };
 use gpufleet_dashboard::auth::Token;
 use gpufleet_dashboard::planner_run::RunLimits;
+use gpufleet_dashboard::recorder::{Recorder, RecorderConfig};
 use gpufleet_dashboard::store::Store;
 use gpufleet_dashboard::store::memory::{MemoryLimits, MemoryStore};
 use gpufleet_dashboard::store::postgres::PostgresStore;
@@ -37,6 +39,11 @@ pub(crate) struct DashboardArgs {
     /// faults over time) and a few demo InferenceDeployments; no cluster needed.
     #[arg(long)]
     simulate: bool,
+    /// Show the cluster of KUBECONFIG (or the one this Pod runs in) and record its history:
+    /// GpuNode telemetry and health, InferenceDeployment placements and the operator's Events
+    /// (GET /api/v1/recorder reports the recorder's buffer and drops).
+    #[arg(long, conflicts_with = "simulate")]
+    kubernetes: bool,
     /// Number of simulated nodes (8 or 4 GPUs each).
     #[arg(long, default_value_t = 36, requires = "simulate")]
     nodes: usize,
@@ -83,9 +90,9 @@ pub(crate) fn run(args: &DashboardArgs) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    if !args.simulate && args.database_url.is_none() {
+    if !args.simulate && !args.kubernetes && args.database_url.is_none() {
         anyhow::bail!(
-            "nothing to show: pass --simulate for a simulated fleet, and/or --database-url URL for PostgreSQL history"
+            "nothing to show: pass --simulate for a simulated fleet or --kubernetes for a cluster, and/or --database-url URL for PostgreSQL history"
         );
     }
     let settings = Settings {
@@ -107,19 +114,45 @@ pub(crate) fn run(args: &DashboardArgs) -> anyhow::Result<()> {
     let database_url = args.database_url.clone();
     let nodes = args.nodes;
     let simulate = args.simulate;
+    let kubernetes = args.kubernetes;
     gpufleet_dashboard::startup::block_on(async move {
         let store: Arc<dyn Store> = match database_url {
             Some(url) => Arc::new(PostgresStore::connect(&url).await?),
             None => Arc::new(MemoryStore::new(MemoryLimits::default())),
         };
         let kind = store.kind();
-        let app = Application::build(settings, store, feed).await?;
+        // Lives as long as the server: dropping it stops the watches.
+        let recorder = if kubernetes {
+            let client = kube::Client::try_default().await.context(
+                "connect to Kubernetes: set KUBECONFIG, or run in a Pod with a service account",
+            )?;
+            Some(Recorder::start(
+                &client,
+                Arc::clone(&store),
+                RecorderConfig::default(),
+            ))
+        } else {
+            None
+        };
+        let feed = match &recorder {
+            Some(recorder) => Some(Box::new(recorder.feed()) as Box<dyn FleetFeed>),
+            None => feed,
+        };
+        let app = Application::build_with_recorder(
+            settings,
+            store,
+            feed,
+            recorder.as_ref().map(Recorder::shared),
+        )
+        .await?;
         println!("gpufleet dashboard: http://{}/", app.address());
         eprintln!(
             "gpufleet dashboard: {} store, {}, {}",
             kind,
             if simulate {
                 format!("{nodes} simulated nodes")
+            } else if kubernetes {
+                "Kubernetes cluster (recording history)".to_owned()
             } else {
                 "no live feed".to_owned()
             },

@@ -4,12 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::support::{browse, tag_with};
 
 /// A running `gpufleet demo`, killed when dropped; its stdout is collected as it comes.
 struct Demo {
@@ -107,54 +108,6 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("GPUFLEET_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-/// Headless Chromium on `url`; returns the DOM after `budget_ms` of virtual time, and saves a
-/// screenshot as `$CARGO_TARGET_TMPDIR/demo/<name>.png`.
-fn browse(url: &str, budget_ms: u32, name: &str) -> anyhow::Result<String> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo");
-    std::fs::create_dir_all(&dir)?;
-    let run = |mode: &str| -> anyhow::Result<std::process::Output> {
-        let profile = dir.join(format!("profile-{name}-{mode}-{}", std::process::id()));
-        Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--window-size=1400,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--virtual-time-budget={budget_ms}"))
-            .arg(mode)
-            .arg(url)
-            .stderr(Stdio::null())
-            .output()
-            .context("run chromium (apt-get install chromium, or set GPUFLEET_CHROMIUM)")
-    };
-    let dom = run("--dump-dom")?;
-    let shot = dir.join(format!("{name}.png"));
-    let screenshot = run(&format!("--screenshot={}", shot.display()))?;
-    if !screenshot.status.success() || std::fs::metadata(&shot).map_or(0, |m| m.len()) < 10_000 {
-        bail!("no screenshot of {url} at {}", shot.display());
-    }
-    eprintln!("screenshot: {}", shot.display());
-    Ok(String::from_utf8_lossy(&dom.stdout).into_owned())
-}
-
-/// The opening tag of the element carrying `attribute`.
-fn tag_with<'a>(dom: &'a str, attribute: &str) -> Option<&'a str> {
-    let at = dom.find(attribute)?;
-    let start = dom[..at].rfind('<')?;
-    let end = at + dom[at..].find('>')?;
-    Some(&dom[start..=end])
 }
 
 #[test]

@@ -10,3 +10,4 @@ mod demo;
 mod nodes;
 mod operator;
 mod support;
+mod system;

@@ -4,6 +4,8 @@
 //! These tests need a real kube-apiserver. `bash tests/run-all.sh` (the README's test command)
 //! builds and starts one and runs them with `--ignored`; any cluster works through `KUBECONFIG`.
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -148,9 +150,29 @@ pub async fn create_gpu_pool(
     count: usize,
 ) -> anyhow::Result<Vec<String>> {
     use gpufleet_api::GpuNode;
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let names = create_kwok_gpu_nodes(client, prefix, count).await?;
+    for name in &names {
+        let gpu_node: GpuNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
+            "metadata": {"name": name}, "spec": {"nodeName": name}
+        }))?;
+        gpu_nodes.create(&PostParams::default(), &gpu_node).await?;
+        set_gpu_health(client, name, None).await?;
+    }
+    Ok(names)
+}
+
+/// Creates `count` KWOK nodes `<prefix>-<i>` with 8 H100s each (GFD labels, `nvidia.com/gpu`
+/// allocatable and taint, pool label `gpufleet.io/e2e-pool=<prefix>`) and waits until they are
+/// Ready; no GpuNode (an agent publishes it). Returns the node names.
+pub async fn create_kwok_gpu_nodes(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     use k8s_openapi::api::core::v1::Node;
     let nodes: Api<Node> = Api::all(client.clone());
-    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
     let mut names = Vec::new();
     for index in 0..count {
         let name = format!("{prefix}-{index}");
@@ -165,12 +187,6 @@ pub async fn create_gpu_pool(
                        "allocatable": {"cpu": "126", "memory": "2000Gi", "pods": "110", "nvidia.com/gpu": "8"}}
         }))?;
         nodes.create(&PostParams::default(), &node).await?;
-        let gpu_node: GpuNode = serde_json::from_value(serde_json::json!({
-            "apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
-            "metadata": {"name": name}, "spec": {"nodeName": name}
-        }))?;
-        gpu_nodes.create(&PostParams::default(), &gpu_node).await?;
-        set_gpu_health(client, &name, None).await?;
         names.push(name);
     }
     for name in &names {
@@ -315,4 +331,53 @@ impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Debian's Chromium, or `GPUFLEET_CHROMIUM`.
+pub fn chromium() -> PathBuf {
+    std::env::var_os("GPUFLEET_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Headless Chromium on `url`; returns the DOM after `budget_ms` of virtual time, and saves a
+/// screenshot as `$CARGO_TARGET_TMPDIR/browser/<name>.png`.
+pub fn browse(url: &str, budget_ms: u32, name: &str) -> anyhow::Result<String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir)?;
+    let run = |mode: &str| -> anyhow::Result<std::process::Output> {
+        let profile = dir.join(format!("profile-{name}-{mode}-{}", std::process::id()));
+        Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg(mode)
+            .arg(url)
+            .stderr(Stdio::null())
+            .output()
+            .context("run chromium (apt-get install chromium, or set GPUFLEET_CHROMIUM)")
+    };
+    let dom = run("--dump-dom")?;
+    let shot = dir.join(format!("{name}.png"));
+    let screenshot = run(&format!("--screenshot={}", shot.display()))?;
+    if !screenshot.status.success() || std::fs::metadata(&shot).map_or(0, |m| m.len()) < 10_000 {
+        bail!("no screenshot of {url} at {}", shot.display());
+    }
+    eprintln!("screenshot: {}", shot.display());
+    Ok(String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
+/// The opening tag of the element carrying `attribute`.
+pub fn tag_with<'a>(dom: &'a str, attribute: &str) -> Option<&'a str> {
+    let at = dom.find(attribute)?;
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    Some(&dom[start..=end])
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod fleet;
 pub mod history;
 pub mod planner;
+pub mod recorder;
 
 use actix_web::error::{InternalError, JsonPayloadError};
 use actix_web::http::StatusCode;
@@ -129,6 +130,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             .configure(deployments::routes)
             .configure(history::routes)
             .configure(planner::routes)
+            .configure(recorder::routes)
             .default_service(web::to(not_found)),
     );
 }

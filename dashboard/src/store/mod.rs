@@ -64,7 +64,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementRecord {
-    /// Unique id of the decision (`namespace/name/replica@time`): writing it twice is a no-op.
+    /// Unique id of the decision (`namespace/name/replica@time` from the dashboard's own
+    /// placement; `namespace/name/pod@node/gpu-uuids` from the recorder, which sees no decision
+    /// time in a deployment's status): writing it twice is a no-op.
     pub id: String,
     /// When, Unix milliseconds.
     pub at_ms: i64,
