@@ -606,3 +606,97 @@ async fn feed_subscribers(address: std::net::SocketAddr) -> u64 {
         .and_then(|body| body["subscribers"].as_u64())
         .unwrap_or(0)
 }
+
+/// Malformed planner-run bodies, each answered with a 4xx and a JSON message saying what to
+/// fix; the dashboard keeps serving afterwards.
+#[actix_web::test]
+async fn malformed_planner_bodies_get_a_4xx_with_a_message() {
+    let harness = harness(Some(TOKEN));
+    let app = service!(harness);
+    let bearer = ("Authorization", format!("Bearer {TOKEN}"));
+    let baseline = gpufleet_planner::library::text("baseline").expect("shipped");
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "truncated JSON",
+            "application/json",
+            "{\"scenario\": ".to_owned(),
+            "",
+        ),
+        (
+            "not JSON",
+            "application/json",
+            "scenario=baseline".to_owned(),
+            "",
+        ),
+        (
+            "a number for the scenario",
+            "application/json",
+            r#"{"scenario": 5}"#.to_owned(),
+            "",
+        ),
+        (
+            "neither source",
+            "application/json",
+            "{}".to_owned(),
+            "scenario",
+        ),
+        (
+            "both sources",
+            "application/json",
+            serde_json::json!({"scenario": "baseline", "yaml": baseline}).to_string(),
+            "scenario",
+        ),
+        (
+            "YAML that is not a scenario",
+            "application/json",
+            r#"{"yaml": "- a\n- list"}"#.to_owned(),
+            "scenario",
+        ),
+        (
+            "a scenario with no periods",
+            "application/json",
+            serde_json::json!({"yaml": baseline.replace("count: 12", "count: 0")}).to_string(),
+            "periods.count",
+        ),
+        (
+            "a negative electricity price",
+            "application/json",
+            r#"{"scenario": "baseline", "parameters": {"electricityUsdPerKwh": -1}}"#.to_owned(),
+            "electricity",
+        ),
+        (
+            "an unknown parameter",
+            "application/json",
+            r#"{"scenario": "baseline", "parameters": {"gpuDiscount": 0.5}}"#.to_owned(),
+            "gpuDiscount",
+        ),
+        ("a text body", "text/plain", "baseline".to_owned(), ""),
+    ];
+    for (case, content_type, body, needle) in cases {
+        let response = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/v1/planner/runs")
+                .insert_header(bearer.clone())
+                .insert_header(("Content-Type", content_type))
+                .set_payload(body)
+                .to_request(),
+        )
+        .await;
+        let status = response.status();
+        assert!(status.is_client_error(), "{case}: {status}");
+        let body = json(response).await;
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && body["error"].is_string(),
+            "{case}: no JSON error: {body}"
+        );
+        assert!(
+            message.contains(needle),
+            "{case}: `{message}` does not mention `{needle}`"
+        );
+    }
+    let health =
+        test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
+    assert_eq!(health.status(), StatusCode::OK);
+}

@@ -248,3 +248,115 @@ async fn kubectl_shows_printer_columns_and_scales_replicas() -> anyhow::Result<(
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(7));
     Ok(())
 }
+
+/// Creates `object` through `api` and expects a 422 whose message names `expected`; returns a
+/// line describing any other outcome.
+async fn expect_rejection(
+    api: &Api<DynamicObject>,
+    case: &str,
+    object: Value,
+    expected: &str,
+) -> anyhow::Result<Option<String>> {
+    let object: DynamicObject = serde_json::from_value(object)?;
+    Ok(match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Some(format!(
+            "{case}: accepted, expected a rejection naming {expected}"
+        )),
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains(expected) =>
+        {
+            println!("{case}: rejected: {}", status.message);
+            None
+        }
+        Err(kube::Error::Api(status)) => Some(format!(
+            "{case}: expected 422 naming {expected}, got {}: {}",
+            status.code, status.message
+        )),
+        Err(other) => Some(format!("{case}: unexpected error {other}")),
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run `bash tests/run-all.sh` or set KUBECONFIG and pass --ignored"]
+async fn invalid_gpunodes_and_capacity_plans_are_rejected_naming_the_field() -> anyhow::Result<()> {
+    use gpufleet_api::{CapacityPlan, GpuNode};
+    let client = client().await?;
+    install_crds(&client).await?;
+    let namespace = TestNamespace::create(&client, "invalid-other").await?;
+    let gpu_nodes: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<GpuNode>(&()),
+    );
+    let plans: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &namespace.name,
+        &kube::api::ApiResource::erase::<CapacityPlan>(&()),
+    );
+    let gpu_node = |name: &str, spec: Value| {
+        json!({"apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    let plan = |name: &str, spec: Value| {
+        json!({"apiVersion": "gpufleet.io/v1alpha1", "kind": "CapacityPlan",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    let prefix = &namespace.name;
+    let mut failures = Vec::new();
+    for (case, object, expected) in [
+        (
+            "GpuNode named after another node",
+            gpu_node(
+                &format!("{prefix}-a"),
+                json!({"nodeName": format!("{prefix}-b")}),
+            ),
+            "spec.nodeName",
+        ),
+        (
+            "GpuNode without a node name",
+            gpu_node(&format!("{prefix}-c"), json!({})),
+            "spec.nodeName",
+        ),
+        (
+            "CapacityPlan with both scenario sources",
+            plan(
+                "both",
+                json!({"scenario": {"inline": {"name": "x"}, "configMapRef": {"name": "cm"}}}),
+            ),
+            "spec.scenario",
+        ),
+        (
+            "CapacityPlan without a scenario source",
+            plan("neither", json!({"scenario": {}})),
+            "spec.scenario",
+        ),
+        (
+            "CapacityPlan with an empty ConfigMap name",
+            plan(
+                "empty-ref",
+                json!({"scenario": {"configMapRef": {"name": ""}}}),
+            ),
+            "spec.scenario.configMapRef.name",
+        ),
+        (
+            "CapacityPlan with an unknown objective",
+            plan(
+                "objective",
+                json!({"scenario": {"configMapRef": {"name": "cm"}}, "objective": "Fun"}),
+            ),
+            "spec.objective",
+        ),
+    ] {
+        let api = if case.starts_with("GpuNode") {
+            &gpu_nodes
+        } else {
+            &plans
+        };
+        failures.extend(expect_rejection(api, case, object, expected).await?);
+    }
+    assert!(
+        failures.is_empty(),
+        "validation gaps:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}
