@@ -4,10 +4,12 @@
 #
 #   1. system packages (PostgreSQL, openssl, curl, …) and the control plane binaries and helm
 #      (cached by version under $GPUFLEET_CACHE, built from the Go module proxy on the first run);
-#   2. formatting, lints, and the generated-artefact drift check (chart CRDs);
+#   2. formatting, lints, and the generated-artefact drift check (chart CRDs; the sqlx query
+#      cache is checked once PostgreSQL is up, in 4);
 #   3. unit and integration tests (`cargo test --workspace`), and the planner again with HiGHS;
 #   4. the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-#      KWOK with fake GPU nodes) and PostgreSQL started on 127.0.0.1, then the tests that need
+#      KWOK with fake GPU nodes) and PostgreSQL started on 127.0.0.1 (then dashboard/.sqlx
+#      checked against a freshly migrated database), then the tests that need
 #      them (`--ignored`), then the `disruptive_…` ones that restart kube-apiserver or
 #      PostgreSQL (the whole-system fault test among them), one at a time, then everything torn
 #      down.
@@ -105,6 +107,23 @@ start_postgres() {
   echo "PostgreSQL $version up: DATABASE_URL=$DATABASE_URL"
 }
 
+# sqlx's offline query cache (dashboard/.sqlx, read by every build through .cargo/config.toml's
+# SQLX_OFFLINE=true) regenerated against a freshly migrated database and compared with the
+# committed one.
+check_sqlx_cache() {
+  local generated
+  generated=$(mktemp -d)
+  dashboard/sqlx-prepare.sh "$generated"
+  if ! diff -r "$generated" dashboard/.sqlx; then
+    echo "dashboard/.sqlx drifted from the queries or the migrations: with PostgreSQL up, run" >&2
+    echo "  dashboard/sqlx-prepare.sh" >&2
+    echo "and commit dashboard/.sqlx" >&2
+    rm -rf "$generated"
+    exit 1
+  fi
+  rm -rf "$generated"
+}
+
 start_cluster() {
   tests/cluster/control-plane.sh up
   tests/cluster/control-plane.sh nodes "$NODES"
@@ -140,6 +159,7 @@ phase "generated artefacts" check_generated
 phase "unit tests" unit_tests
 phase "planner with HiGHS" highs_tests
 phase "postgresql" start_postgres
+phase "sqlx query cache" check_sqlx_cache
 phase "control plane up" start_cluster
 phase "end-to-end tests" e2e_tests
 phase "disruptive end-to-end tests" disruptive_tests

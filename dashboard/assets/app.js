@@ -513,6 +513,35 @@ function scoreBar(score) {
   return bar;
 }
 
+// Where a deployment's placements come from: the operator's status (`--kubernetes`: what
+// really runs) or a what-if round of the dashboard's own engine (`--simulate`).
+const PLACEMENT_SOURCES = {
+  operator: "placed by the operator",
+  whatIf: "what-if placement by the dashboard",
+};
+
+// Whether a condition says something is wrong: Degraded=True, or Available=False.
+function conditionBad(condition) {
+  if (condition.type === "Degraded") return condition.status === "True";
+  if (condition.type === "Progressing") return false;
+  return condition.status === "False";
+}
+
+function conditionList(deployment) {
+  if (deployment.placementSource !== "operator") return null;
+  if (!(deployment.conditions || []).length) {
+    return element("p", { class: "muted conditions-missing" }, "the operator has not reported a status yet");
+  }
+  return element("ul", { class: "conditions" }, ...deployment.conditions.map((condition) =>
+    element("li", {
+      class: `condition ${conditionBad(condition) ? "bad" : "ok"}`,
+      "data-condition": condition.type,
+      "data-status": condition.status,
+      title: condition.lastTransitionMs ? `since ${new Date(condition.lastTransitionMs).toLocaleString()}` : null,
+    }, element("strong", {}, `${condition.type}: ${condition.status}`), ` ${condition.reason}`,
+    condition.message ? element("span", { class: "muted" }, ` — ${condition.message}`) : null)));
+}
+
 async function deploymentsPage(main) {
   const deployments = await api("/api/v1/deployments");
   if (!deployments.length) {
@@ -527,20 +556,39 @@ async function deploymentsPage(main) {
   }
   main.append(legend);
   for (const deployment of deployments) {
+    const source = deployment.placementSource || "whatIf";
+    const operator = source === "operator";
     const rows = deployment.placed.map((replica) => element("tr", {},
       element("td", {}, replica.replica),
       element("td", {}, replica.node),
-      element("td", {}, replica.gpus.map((gpu) => gpu.index).join(", ")),
-      element("td", { class: "number" }, format(replica.score.total, 3)),
-      element("td", {}, scoreBar(replica.score)),
-      element("td", { class: "muted" }, new Date(replica.placedAtMs).toLocaleTimeString())));
-    const card = element("div", { class: "card", "data-deployment": deployment.key },
+      element("td", { title: replica.gpus.map((gpu) => gpu.uuid).join(", ") },
+        replica.gpus.map((gpu) => (gpu.index === null || gpu.index === undefined ? gpu.uuid : gpu.index)).join(", ")),
+      element("td", { class: "number" }, replica.score ? format(replica.score.total, 3) : "–"),
+      element("td", {}, replica.score ? scoreBar(replica.score) : element("span", { class: "muted" }, "no score reported")),
+      element("td", { class: "muted" }, replica.placedAtMs ? new Date(replica.placedAtMs).toLocaleTimeString() : "–")));
+    const replicas = deployment.replicas ?? deployment.placed.length;
+    const counts = [`${replicas}/${deployment.desired} placed`];
+    if (deployment.readyReplicas !== null && deployment.readyReplicas !== undefined) counts.push(`${deployment.readyReplicas} Ready`);
+    const card = element("div", { class: "card", "data-deployment": deployment.key, "data-placement-source": source },
       element("h3", {}, `${deployment.key} `, element("span", { class: "muted" },
-        `${deployment.placed.length}/${deployment.desired} placed · ${deployment.strategy} · ${deployment.need}`)),
-      element("table", {}, element("thead", {}, element("tr", {}, ...["replica", "node", "GPUs", "score", "breakdown", "placed"].map((name) => element("th", {}, name)))),
-        element("tbody", {}, ...rows)));
+        `${counts.join(" · ")} · ${deployment.strategy} · ${deployment.need}`)),
+      element("p", { class: `source ${source}` }, PLACEMENT_SOURCES[source] || source),
+      conditionList(deployment));
+    if (operator && deployment.generation && deployment.observedGeneration && deployment.observedGeneration < deployment.generation) {
+      card.append(element("p", { class: "muted stale" },
+        `the status describes generation ${deployment.observedGeneration}; the spec is at ${deployment.generation} (the operator has not caught up yet)`));
+    }
+    card.append(element("table", {}, element("thead", {}, element("tr", {}, ...["replica", "node", "GPUs", "score", "breakdown", "placed"].map((name) => element("th", {}, name)))),
+      element("tbody", {}, ...rows)));
+    if (operator && deployment.placed.length < replicas) {
+      card.append(element("p", { class: "muted" }, `the status lists ${deployment.placed.length} of ${replicas} placements`));
+    }
     for (const unplaced of deployment.unplaced) {
       card.append(element("p", { class: "error" }, `${unplaced.replica}: ${unplaced.reason}`));
+    }
+    if (operator && deployment.unplacedReplicas > 0) {
+      card.append(element("p", { class: "error unplaced" },
+        `${deployment.unplacedReplicas} unplaced: ${deployment.unplacedReason || "the operator gave no reason"}`));
     }
     const historyBox = element("div", {});
     card.append(element("button", { onclick: async () => {

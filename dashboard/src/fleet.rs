@@ -10,6 +10,8 @@ use gpufleet_api::InferenceDeployment;
 use gpufleet_api::gpu_node::{GpuNodeStatus, HealthState};
 use serde::Serialize;
 
+use crate::placement::PlacementSource;
+
 /// What a feed reports for one node on one tick: the node's identity plus its `GpuNode`
 /// status, exactly as the agent would publish it (so a cluster watcher and the simulation fill
 /// it the same way).
@@ -35,6 +37,14 @@ pub trait FleetFeed: Send + 'static {
     /// The InferenceDeployments whose replicas the dashboard places and shows; an empty list
     /// when the feed has none.
     fn deployments(&mut self) -> Vec<InferenceDeployment>;
+
+    /// Who places the deployments' replicas. A feed over a real cluster says
+    /// [`PlacementSource::Operator`]: the operator's `status` is what runs there, and a what-if
+    /// round of the dashboard's engine would show placements that do not exist. Feeds without
+    /// an operator (a simulation, tests) keep the default, a what-if round per change.
+    fn placement_source(&self) -> PlacementSource {
+        PlacementSource::WhatIf
+    }
 }
 
 /// One GPU as the API and the heatmap show it.

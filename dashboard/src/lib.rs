@@ -14,21 +14,23 @@
 //!  FleetFeed ─tick─► live::LiveFleet::apply ─► FleetView (cached JSON) ─► GET /api/v1/fleet
 //!                        │        │                                      GET /  (web UI)
 //!                        │        └─► Change frames ─broadcast─► GET /api/v1/events (SSE)
-//!                        ├─► placement::place (gpufleet-placement) ─► deployments, decisions
+//!                        ├─► placement::place (what-if) or reported (the operator's status)
+//!                        │      ─► deployments (and the what-if's decisions)
 //!                        └─► Store::record_* (memory or PostgreSQL) ─► GET /api/v1/history
 //!  POST /api/v1/planner/runs ─token─► planner_run (gpufleet-planner, size + time limits) ─► Store
 //!
 //!  kube-apiserver ─watch─► recorder (GpuNode, InferenceDeployment, gpufleet Events)
 //!                            ├─► bounded buffer ─► Store (history; retries, drops counted)
-//!                            └─► ClusterFeed (a FleetFeed) ─► the live view above
+//!                            └─► ClusterFeed (a FleetFeed) ─► the live view above, whose
+//!                                  deployments are the operator's status (reported), not a what-if
 //! ```
 //!
 //! The crate is a library with a thin main: [`startup::configure`] registers every route and is
 //! shared by `gpufleet dashboard` and the tests; [`startup::Application::build`] binds the
 //! listener (port 0 in tests) and starts the feed loop. Storage sits behind the [`store::Store`]
 //! trait: [`store::memory::MemoryStore`] for `--simulate`, [`store::postgres::PostgresStore`]
-//! (sqlx, embedded migrations, batched `UNNEST` ingest, static SQL only) for history that
-//! survives restarts.
+//! (sqlx, embedded migrations, batched `UNNEST` ingest, static SQL checked at compile time) for
+//! history that survives restarts.
 
 pub mod api;
 pub mod auth;
@@ -39,6 +41,7 @@ pub mod openapi;
 pub mod placement;
 pub mod planner_run;
 pub mod recorder;
+pub mod reported;
 pub mod startup;
 pub mod store;
 pub mod ui;

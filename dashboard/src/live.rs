@@ -31,7 +31,8 @@ use tokio::sync::broadcast;
 
 use crate::fleet::{FleetFeed, FleetView, GpuView, NodeReading};
 use crate::history::{TelemetrySample, health_code, samples_of};
-use crate::placement::{self, DeploymentView};
+use crate::placement::{self, DeploymentView, PlacementSource};
+use crate::reported;
 use crate::store::{FleetEvent, PlacementRecord, Store};
 
 /// SSE frames buffered per subscriber before a slow one is told to resynchronise.
@@ -274,11 +275,26 @@ impl LiveFleet {
 
     /// Applies one tick of readings: swaps the view, broadcasts what changed, re-places
     /// deployments when the usable GPUs or the deployments changed, and returns what the store
-    /// should record.
+    /// should record. The deployments are placed by a what-if round
+    /// ([`PlacementSource::WhatIf`]); see [`apply_from`](Self::apply_from).
     pub fn apply(
         &self,
         readings: Vec<NodeReading>,
         deployments: &[InferenceDeployment],
+        now_ms: i64,
+    ) -> TickOutcome {
+        self.apply_from(readings, deployments, PlacementSource::WhatIf, now_ms)
+    }
+
+    /// Like [`apply`](Self::apply), with the deployments' placements from `source`: a what-if
+    /// round of the dashboard's engine, or the operator's status ([`crate::reported`]), which
+    /// makes no decisions or events of its own (the recorder keeps the operator's in history)
+    /// and sends a `placements` frame whenever a status changed what the view shows.
+    pub fn apply_from(
+        &self,
+        readings: Vec<NodeReading>,
+        deployments: &[InferenceDeployment],
+        source: PlacementSource,
         now_ms: i64,
     ) -> TickOutcome {
         let fleet = FleetView::from_readings(readings, now_ms);
@@ -336,30 +352,46 @@ impl LiveFleet {
             )
         });
 
-        let round_key = placement::round_key(&fleet, deployments);
-        let (deployment_views, round_key) = if round_key == previous.round_key {
-            (previous.deployments.clone(), round_key)
+        // The operator's status is read every tick (it changes without the fleet changing); a
+        // what-if round runs only when the deployments or the usable GPUs changed.
+        let mut views_changed = false;
+        let (deployment_views, round_key) = if source == PlacementSource::Operator {
+            let views = reported::deployment_views(deployments, &fleet);
+            views_changed = views != previous.deployments;
+            (views, String::new())
         } else {
-            match placement::place(&fleet, deployments, &previous.deployments, now_ms) {
-                Ok(round) => {
-                    outcome.placements = round.records;
-                    outcome.events.extend(round.events);
-                    (round.deployments, round_key)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "placement round failed; keeping the previous placements");
-                    self.counters
-                        .placement_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    // Retry on the next tick.
-                    (previous.deployments.clone(), String::new())
+            let round_key = placement::round_key(&fleet, deployments);
+            if round_key == previous.round_key {
+                (previous.deployments.clone(), round_key)
+            } else {
+                match placement::place(&fleet, deployments, &previous.deployments, now_ms) {
+                    Ok(round) => {
+                        outcome.placements = round.records;
+                        outcome.events.extend(round.events);
+                        (round.deployments, round_key)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "placement round failed; keeping the previous placements");
+                        self.counters
+                            .placement_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        // Retry on the next tick.
+                        (previous.deployments.clone(), String::new())
+                    }
                 }
             }
         };
-        let placements_changed = !outcome.placements.is_empty();
+        let placements_changed = views_changed || !outcome.placements.is_empty();
+        // Unchanged operator views keep their bytes (no re-encoding of up to 100 placements per
+        // deployment every tick).
+        let deployments_json = if source == PlacementSource::Operator && !views_changed {
+            previous.deployments_json.clone()
+        } else {
+            encode(&deployment_views)
+        };
         let next = Current {
             fleet_document: EncodedDocument::new(&fleet),
-            deployments_json: encode(&deployment_views),
+            deployments_json,
             deployments: deployment_views,
             fleet,
             round_key,
@@ -495,10 +527,10 @@ impl FeedLoop {
         let feed = Arc::clone(&self.feed);
         let read = tokio::task::spawn_blocking(move || {
             let mut feed = feed.lock().unwrap_or_else(PoisonError::into_inner);
-            (feed.read(), feed.deployments())
+            (feed.read(), feed.deployments(), feed.placement_source())
         })
         .await;
-        let (readings, deployments) = match read {
+        let (readings, deployments, source) = match read {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "the fleet feed panicked; skipping this tick");
@@ -506,7 +538,7 @@ impl FeedLoop {
             }
         };
         let now_ms = unix_millis_now();
-        let outcome = self.live.apply(readings, &deployments, now_ms);
+        let outcome = self.live.apply_from(readings, &deployments, source, now_ms);
         if self.record {
             self.record_outcome(&outcome).await;
         }
@@ -590,6 +622,61 @@ mod tests {
             .read_to_end(&mut json)
             .expect("valid gzip");
         assert_eq!(json, same.json.as_ref());
+    }
+
+    #[test]
+    fn an_operator_fed_view_shows_its_status_and_decides_nothing_itself() {
+        use gpufleet_api::inference_deployment::{InferenceDeploymentStatus, ReplicaPlacement};
+
+        let live = LiveFleet::new();
+        let mut receiver = live.subscribe();
+        let mut deployment = crate::placement::fixtures::deployment("llm", 1, 1, 10_000);
+        let first = live.apply_from(
+            readings(HealthState::Healthy, 10),
+            std::slice::from_ref(&deployment),
+            PlacementSource::Operator,
+            1_000,
+        );
+        assert!(first.placements.is_empty() && first.events.is_empty());
+        let current = live.current();
+        assert!(current.deployments[0].placed.is_empty(), "no what-if round");
+        assert!(
+            drain(&mut receiver)
+                .iter()
+                .any(|f| f.starts_with("event: placements\n"))
+        );
+
+        deployment.status = Some(InferenceDeploymentStatus {
+            replicas: 1,
+            placements: vec![ReplicaPlacement {
+                pod: "llm-r0".to_owned(),
+                node: "a".to_owned(),
+                gpu_uuids: vec!["GPU-a-1".to_owned()],
+                ..ReplicaPlacement::default()
+            }],
+            ..InferenceDeploymentStatus::default()
+        });
+        for at_ms in [2_000, 3_000] {
+            let outcome = live.apply_from(
+                readings(HealthState::Healthy, 10),
+                std::slice::from_ref(&deployment),
+                PlacementSource::Operator,
+                at_ms,
+            );
+            assert!(outcome.placements.is_empty() && outcome.events.is_empty());
+            let frames = drain(&mut receiver);
+            assert_eq!(
+                frames.iter().any(|f| f.starts_with("event: placements\n")),
+                at_ms == 2_000,
+                "a frame when the status changed the view, none after: {frames:?}"
+            );
+        }
+        let current = live.current();
+        let json: serde_json::Value =
+            serde_json::from_slice(&current.deployments_json).expect("json");
+        assert_eq!(json[0]["placementSource"], "operator");
+        assert_eq!(json[0]["placed"][0]["node"], "a");
+        assert_eq!(json[0]["placed"][0]["gpus"][0]["index"], 1);
     }
 
     #[test]

@@ -74,6 +74,35 @@ pub fn document() -> Value {
                     "mfu": {"type": "number", "description": "Training model-FLOP utilisation."},
                     "demandGrowthScale": {"type": "number", "description": "Multiplies every service's demand growth."}
                 }},
+                "Deployment": {"type": "object", "required": ["key", "namespace", "name", "desired", "strategy", "need", "placed", "unplaced", "placementSource", "replicas", "unplacedReplicas", "conditions"], "properties": {
+                    "key": {"type": "string", "description": "namespace/name."},
+                    "namespace": {"type": "string"},
+                    "name": {"type": "string"},
+                    "desired": {"type": "integer"},
+                    "strategy": {"type": "string"},
+                    "need": {"type": "string", "description": "What one replica needs, in words."},
+                    "placed": {"type": "array", "items": {"type": "object", "properties": {
+                        "replica": {"type": "string"},
+                        "node": {"type": "string"},
+                        "gpus": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": ["integer", "null"]}, "uuid": {"type": "string"}}}},
+                        "gpuMilli": {"type": "integer"},
+                        "gpuMemoryMiB": {"type": "integer"},
+                        "score": {"type": ["object", "null"], "description": "The engine's score breakdown; `total`: lower wins."},
+                        "placedAtMs": {"type": ["integer", "null"]}
+                    }}},
+                    "unplaced": {"type": "array", "items": {"type": "object", "properties": {"replica": {"type": "string"}, "reason": {"type": "string"}}}},
+                    "placementSource": {"type": "string", "enum": ["operator", "whatIf"]},
+                    "replicas": {"type": "integer", "description": "Replicas that have a place."},
+                    "readyReplicas": {"type": ["integer", "null"]},
+                    "unplacedReplicas": {"type": "integer"},
+                    "unplacedReason": {"type": ["string", "null"]},
+                    "conditions": {"type": "array", "items": {"type": "object", "properties": {
+                        "type": {"type": "string"}, "status": {"type": "string"}, "reason": {"type": "string"}, "message": {"type": "string"},
+                        "lastTransitionMs": {"type": ["integer", "null"]}, "observedGeneration": {"type": ["integer", "null"]}
+                    }}},
+                    "generation": {"type": ["integer", "null"]},
+                    "observedGeneration": {"type": ["integer", "null"]}
+                }},
                 "RunRequest": {"type": "object", "additionalProperties": false, "description": "Exactly one of scenario or yaml.", "properties": {
                     "scenario": {"type": "string", "description": "A shipped scenario (GET /api/v1/planner/scenarios)."},
                     "yaml": {"type": "string", "maxLength": 65536},
@@ -101,7 +130,14 @@ pub fn document() -> Value {
             "/api/v1/fleet/stranded": {"get": {"summary": "Free and stranded memory and compute per node and product.", "responses": ok("Stranded capacity.", "application/json")}},
             "/api/v1/fleet/nodes/{name}": {"get": {"summary": "One node.", "parameters": [parameter("name", "path", true, json!({"type": "string"}), "Node name.")], "responses": ok("The node.", "application/json")}},
             "/api/v1/fleet/gpus/{uuid}": {"get": {"summary": "One GPU.", "parameters": [parameter("uuid", "path", true, json!({"type": "string"}), "GPU UUID.")], "responses": ok("The GPU.", "application/json")}},
-            "/api/v1/deployments": {"get": {"summary": "InferenceDeployments with each replica's node, GPUs and score breakdown.", "responses": ok("Deployments.", "application/json")}},
+            "/api/v1/deployments": {"get": {
+                "summary": "InferenceDeployments with each replica's node, GPUs and score breakdown.",
+                "description": "`placementSource` says who placed the replicas: `operator` (`gpufleet dashboard --kubernetes`: the operator's `status`, what really runs; `placed` lists at most 100 replicas, `replicas` counts them all) or `whatIf` (`--simulate`: the dashboard's own engine, nothing runs there). Only the operator reports `readyReplicas`, `conditions` (`Available`, `Progressing`, `Degraded` with reason and message), `generation` and `observedGeneration`; it gives an unplaced count and reason (`unplacedReplicas`, `unplacedReason`) but no names, so `unplaced` (by replica) stays empty. In its placements a GPU's `index` is null when no watched GpuNode lists the UUID, `score` is null when none was reported, `placedAtMs` is null, and `gpuMilli`/`gpuMemoryMiB` are what the current spec asks for.",
+                "responses": {
+                    "200": {"description": "Deployments.", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}}},
+                    "default": {"$ref": "#/components/responses/Error"}
+                }
+            }},
             "/api/v1/deployments/{namespace}/{name}": {"get": {"summary": "One deployment and its placement decisions, newest first.", "parameters": [parameter("namespace", "path", true, json!({"type": "string"}), "Namespace."), parameter("name", "path", true, json!({"type": "string"}), "Name."), limit()], "responses": ok("The deployment.", "application/json")}},
             "/api/v1/recorder": {"get": {"summary": "The Kubernetes recorder (`gpufleet dashboard --kubernetes`): `running`, and when it runs its buffer depth, facts recorded and dropped (by kind), gap markers written, store write failures and each watch's lists, errors and sync state.", "responses": ok("Recorder status.", "application/json")}},
             "/api/v1/placements": {"get": {"summary": "Placement decisions, newest first.", "parameters": [parameter("deployment", "query", false, json!({"type": "string"}), "namespace/name."), limit()], "responses": ok("Decisions.", "application/json")}},

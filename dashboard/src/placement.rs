@@ -26,25 +26,51 @@ use serde::Serialize;
 use crate::fleet::{FleetView, GpuView};
 use crate::store::{FleetEvent, PlacementRecord};
 
+/// One GPU a replica uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaGpu {
+    /// Device index on the node. The operator's status names GPUs by UUID only, so for its
+    /// placements the index is looked up in the watched GpuNodes: `None` when no watched GpuNode
+    /// lists the UUID (any longer).
+    pub index: Option<u32>,
+    /// Device UUID.
+    pub uuid: String,
+}
+
+impl From<ChosenGpu> for ReplicaGpu {
+    fn from(gpu: ChosenGpu) -> Self {
+        Self {
+            index: Some(gpu.index),
+            uuid: gpu.uuid,
+        }
+    }
+}
+
 /// One placed replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaView {
-    /// Replica name (`<deployment>-<ordinal>`).
+    /// Replica name: `<deployment>-<ordinal>` for a what-if placement, the Pod's name for the
+    /// operator's.
     pub replica: String,
     /// Node it sits on.
     pub node: String,
     /// GPUs it uses.
-    pub gpus: Vec<ChosenGpu>,
-    /// Compute share per GPU, thousandths.
+    pub gpus: Vec<ReplicaGpu>,
+    /// Compute share per GPU, thousandths (for the operator's placements: what the current spec
+    /// asks for, as its status does not repeat it).
     pub gpu_milli: u32,
-    /// Memory reserved per GPU, MiB.
+    /// Memory reserved per GPU, MiB (for the operator's placements: the current spec's need on
+    /// the first GPU's capacity, as the engine computes it).
     #[serde(rename = "gpuMemoryMiB")]
     pub gpu_memory_mib: u64,
-    /// Why there: the winning candidate's score, term by term.
-    pub score: ScoreBreakdown,
-    /// When it was placed, Unix milliseconds.
-    pub placed_at_ms: i64,
+    /// Why there: the winning candidate's score, term by term; `None` when the operator
+    /// reported no score for the replica.
+    pub score: Option<ScoreBreakdown>,
+    /// When it was placed, Unix milliseconds; `None` for the operator's placements, whose
+    /// status carries no decision time (the recorder's history stamps first sightings).
+    pub placed_at_ms: Option<i64>,
 }
 
 /// A replica the engine could not place, and why.
@@ -57,7 +83,42 @@ pub struct UnplacedView {
     pub reason: String,
 }
 
+/// Who decided where a deployment's replicas are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlacementSource {
+    /// The dashboard's own engine, in a what-if round ([`place`]): what it would do with the
+    /// fleet it is shown (`--simulate`, tests). Nothing runs there.
+    #[default]
+    WhatIf,
+    /// The gpufleet operator: the view is the InferenceDeployment's `status`
+    /// ([`crate::reported`]), what really runs (`--kubernetes`).
+    Operator,
+}
+
+/// One condition of a deployment's status (`Available`, `Progressing`, `Degraded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionView {
+    /// The condition's type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason (`ReplicasUnplaceable`, …).
+    pub reason: String,
+    /// What a person should read.
+    pub message: String,
+    /// When the status last flipped, Unix milliseconds.
+    pub last_transition_ms: Option<i64>,
+    /// The deployment generation the condition describes.
+    pub observed_generation: Option<i64>,
+}
+
 /// One InferenceDeployment with where its replicas are.
+///
+/// The first fields are the same in both modes; `placementSource` says who placed the replicas
+/// and the fields after it carry what only the operator reports (conditions, Ready counts).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentView {
@@ -73,10 +134,62 @@ pub struct DeploymentView {
     pub strategy: String,
     /// What one replica needs, in words (`1 × GPU, 60000 MiB`).
     pub need: String,
-    /// Placed replicas.
+    /// Placed replicas. The operator's status lists at most 100; `replicas` counts them all.
     pub placed: Vec<ReplicaView>,
-    /// Replicas without a place.
+    /// Replicas without a place, by name. Only a what-if round knows which replicas they are;
+    /// the operator reports a count and a reason (`unplacedReplicas`, `unplacedReason`), so
+    /// this stays empty for its placements.
     pub unplaced: Vec<UnplacedView>,
+    /// Who placed the replicas.
+    pub placement_source: PlacementSource,
+    /// Replicas that exist: the operator's `status.replicas`, or the what-if round's placed
+    /// replicas.
+    pub replicas: u32,
+    /// Replicas whose Pod is Ready (operator only: a what-if placement runs nothing).
+    pub ready_replicas: Option<u32>,
+    /// Replicas without a place.
+    pub unplaced_replicas: u32,
+    /// Why (the first of) them could not be placed, kube-scheduler style.
+    pub unplaced_reason: Option<String>,
+    /// The status's conditions (operator only).
+    pub conditions: Vec<ConditionView>,
+    /// The deployment's `metadata.generation` (operator only).
+    pub generation: Option<i64>,
+    /// The generation the operator's status describes; behind `generation` while it has not
+    /// caught up with a changed spec.
+    pub observed_generation: Option<i64>,
+}
+
+impl DeploymentView {
+    /// A view with nothing placed yet, marked what-if: the fields the spec alone decides, which
+    /// both a what-if round and the operator's status ([`crate::reported`]) start from.
+    pub(crate) fn from_spec(deployment: &InferenceDeployment) -> Self {
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        Self {
+            key: deployment_key(deployment),
+            namespace: deployment
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            desired: u32::try_from(deployment.spec.replicas.max(0)).unwrap_or(0),
+            strategy: strategy_of(deployment.spec.placement.strategy)
+                .name()
+                .to_owned(),
+            need: describe_need(&request_of(deployment, format!("{name}-0"))),
+            name,
+            placed: Vec::new(),
+            unplaced: Vec::new(),
+            placement_source: PlacementSource::WhatIf,
+            replicas: 0,
+            ready_replicas: None,
+            unplaced_replicas: 0,
+            unplaced_reason: None,
+            conditions: Vec::new(),
+            generation: None,
+            observed_generation: None,
+        }
+    }
 }
 
 /// The result of one placement round.
@@ -270,12 +383,15 @@ pub fn place(
                     id: replica.replica.clone(),
                     group: key.clone(),
                     node: replica.node.clone(),
-                    gpus: replica.gpus.iter().map(|gpu| gpu.index).collect(),
+                    gpus: replica.gpus.iter().filter_map(|gpu| gpu.index).collect(),
                     gpu_milli: replica.gpu_milli,
                     gpu_memory_mib: replica.gpu_memory_mib,
                     cpu_milli: 0,
                     memory_mib: 0,
-                    placed_at_ms: u64::try_from(replica.placed_at_ms).unwrap_or(0),
+                    placed_at_ms: replica
+                        .placed_at_ms
+                        .and_then(|at| u64::try_from(at).ok())
+                        .unwrap_or(0),
                 });
                 kept.entry(key.clone())
                     .or_default()
@@ -295,22 +411,7 @@ pub fn place(
         );
         let mut engine = Engine::new(&snapshot, config)?;
         let mut kept_here = kept.remove(&key).unwrap_or_default();
-        let mut view = DeploymentView {
-            key: key.clone(),
-            namespace: deployment
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-            name: name.clone(),
-            desired,
-            strategy: strategy_of(deployment.spec.placement.strategy)
-                .name()
-                .to_owned(),
-            need: describe_need(&request_of(deployment, format!("{name}-0"))),
-            placed: Vec::new(),
-            unplaced: Vec::new(),
-        };
+        let mut view = DeploymentView::from_spec(deployment);
         for ordinal in 0..desired {
             let replica = format!("{name}-{ordinal}");
             if let Some(existing) = kept_here.remove(&replica) {
@@ -380,11 +481,11 @@ pub fn place(
                     view.placed.push(ReplicaView {
                         replica,
                         node: decision.node,
-                        gpus: decision.gpus,
+                        gpus: decision.gpus.into_iter().map(ReplicaGpu::from).collect(),
                         gpu_milli: decision.gpu_milli,
                         gpu_memory_mib: decision.gpu_memory_mib,
-                        score: decision.score,
-                        placed_at_ms: now_ms,
+                        score: Some(decision.score),
+                        placed_at_ms: Some(now_ms),
                     });
                 }
                 Outcome::Unplaceable(unplaceable) => {
@@ -416,6 +517,12 @@ pub fn place(
                 }
             }
         }
+        view.replicas = u32::try_from(view.placed.len()).unwrap_or(u32::MAX);
+        view.unplaced_replicas = u32::try_from(view.unplaced.len()).unwrap_or(u32::MAX);
+        view.unplaced_reason = view
+            .unplaced
+            .first()
+            .map(|unplaced| unplaced.reason.clone());
         round.deployments.push(view);
     }
     Ok(round)
@@ -516,7 +623,7 @@ mod tests {
             llama
                 .placed
                 .iter()
-                .all(|replica| replica.score.total.is_finite())
+                .all(|replica| replica.score.is_some_and(|score| score.total.is_finite()))
         );
         let big = &round.deployments[1];
         assert!(big.placed.is_empty());
@@ -544,7 +651,7 @@ mod tests {
         let on_a0 = first.deployments[0]
             .placed
             .iter()
-            .find(|replica| replica.gpus[0].index == 0)
+            .find(|replica| replica.gpus[0].index == Some(0))
             .map(|replica| replica.replica.clone())
             .expect("a replica on a/0");
         let second =

@@ -206,6 +206,9 @@ async fn a_broken_gpu_shows_in_health_events_history_and_moves_its_replica() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(placed.len(), 3);
+    // A feed without an operator gets the dashboard's own what-if placement.
+    assert_eq!(deployments[0]["placementSource"], "whatIf");
+    assert_eq!(deployments[0]["replicas"], 3);
     let victim = &placed[0];
     assert!(victim["score"]["total"].is_number());
     let node: usize = victim["node"]

@@ -256,3 +256,115 @@ fn the_planner_page_submits_a_scenario_and_draws_its_charts() {
         4_000,
     );
 }
+
+#[test]
+#[ignore = "needs Chromium: run `bash tests/run-all.sh` (installs Debian's chromium)"]
+fn the_deployments_page_says_who_placed_the_replicas_and_shows_the_operators_conditions() {
+    use std::collections::BTreeMap;
+
+    use gpufleet_api::InferenceDeploymentStatus;
+    use gpufleet_api::inference_deployment::ReplicaPlacement;
+    use gpufleet_dashboard::placement::PlacementSource;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    // --simulate: the dashboard's own what-if placement.
+    let what_if = Script::new(2, 4);
+    what_if.set_deployments(vec![deployment("llama", 2, 40_000)]);
+    let address = start(&what_if, None);
+    let output = dump_dom(
+        &format!("http://{address}/?streamSeconds=1#deployments"),
+        4_000,
+    )
+    .wait_with_output()
+    .expect("chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let card = tag_with(&dom, "data-deployment=\"default/llama\"").expect("the llama card");
+    assert!(card.contains("data-placement-source=\"whatIf\""), "{card}");
+    assert!(dom.contains("what-if placement by the dashboard"));
+    assert!(!dom.contains("placed by the operator"));
+
+    // --kubernetes: the operator's status, conditions and unplaced reason.
+    let cluster = Script::new(2, 4);
+    cluster.set_placement_source(PlacementSource::Operator);
+    let mut served = deployment("served", 3, 40_000);
+    let since = Time(Timestamp::from_millisecond(1_700_000_000_000).expect("valid time"));
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: None,
+        last_transition_time: since.clone(),
+    };
+    served.status = Some(InferenceDeploymentStatus {
+        replicas: 2,
+        ready_replicas: 2,
+        unplaced_replicas: 1,
+        conditions: vec![
+            condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "2 of 3 replicas Ready (at least 2 required)",
+            ),
+            condition(
+                "Progressing",
+                "True",
+                "ReplicasUpdating",
+                "2 replicas exist, 2 Ready, 3 wanted",
+            ),
+            condition(
+                "Degraded",
+                "True",
+                "ReplicasUnplaceable",
+                "1 replicas cannot be placed: 0/2 nodes are available: 2 insufficient GPU memory.",
+            ),
+        ],
+        placements: vec![
+            ReplicaPlacement {
+                pod: "served-r0".to_owned(),
+                node: common::node_name(1),
+                gpu_uuids: vec![gpu_uuid(1, 3)],
+                score: Some(0.5),
+                score_breakdown: BTreeMap::from([("strategy".to_owned(), 0.5)]),
+            },
+            ReplicaPlacement {
+                pod: "served-r1".to_owned(),
+                node: common::node_name(0),
+                gpu_uuids: vec![gpu_uuid(0, 2)],
+                score: Some(0.25),
+                score_breakdown: BTreeMap::from([("strategy".to_owned(), 0.25)]),
+            },
+        ],
+        ..InferenceDeploymentStatus::default()
+    });
+    cluster.set_deployments(vec![served]);
+    let address = start(&cluster, None);
+    let page = format!("http://{address}/?streamSeconds=1#deployments");
+    let output = dump_dom(&page, 4_000).wait_with_output().expect("chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let card = tag_with(&dom, "data-deployment=\"default/served\"").expect("the served card");
+    assert!(
+        card.contains("data-placement-source=\"operator\""),
+        "{card}"
+    );
+    assert!(dom.contains("placed by the operator"));
+    assert!(!dom.contains("what-if placement by the dashboard"));
+    assert!(dom.contains("served-r0") && dom.contains("served-r1"));
+    assert!(
+        dom.contains("2/3 placed · 2 Ready"),
+        "counts from the status"
+    );
+    let degraded = tag_with(&dom, "data-condition=\"Degraded\"").expect("the Degraded condition");
+    assert!(degraded.contains("bad"), "{degraded}");
+    assert!(
+        dom.contains("2 insufficient GPU memory"),
+        "the condition's message"
+    );
+    assert!(
+        dom.contains("1 unplaced: 0/2 nodes are available: 2 insufficient GPU memory."),
+        "the unplaced count and reason"
+    );
+    screenshot(&page, "deployments-operator.png", 3_000);
+}

@@ -49,7 +49,7 @@ use gpufleet_dashboard::{Application, Settings};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
@@ -872,6 +872,134 @@ async fn the_live_view_and_the_recorder_endpoint_show_the_watched_cluster() -> a
         .await?;
     assert_eq!(samples.len(), 1, "{samples:?}");
     assert_eq!(samples[0].at_ms, t0);
+
+    // The deployments view is the operator's status (placements, conditions, unplaced count
+    // and reason), not a what-if round: this GpuNode has no Node, so the dashboard's own engine
+    // would place nothing on it.
+    bed.deployment(
+        "llm",
+        &[
+            ("llm-r0", name.as_str(), gpu_uuid(&name, 2).as_str()),
+            ("llm-r1", name.as_str(), gpu_uuid(&name, 3).as_str()),
+        ],
+    )
+    .await?;
+    let conditions = [
+        (
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "2 of 3 replicas Ready (at least 2 required)",
+        ),
+        (
+            "Progressing",
+            "True",
+            "ReplicasUpdating",
+            "2 replicas exist, 2 Ready, 3 wanted",
+        ),
+        (
+            "Degraded",
+            "True",
+            "ReplicasUnplaceable",
+            "1 replicas cannot be placed: 0/1 nodes are available: 1 node not ready.",
+        ),
+    ]
+    .map(|(kind, status, reason, message)| Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: Some(1),
+        last_transition_time: time(t0),
+    });
+    bed.deployments
+        .patch(
+            "llm",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await?;
+    bed.deployments
+        .patch_status(
+            "llm",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {
+                "observedGeneration": 1,
+                "readyReplicas": 2,
+                "unplacedReplicas": 1,
+                "conditions": conditions,
+            }})),
+        )
+        .await?;
+    // What the last poll saw, for the failure message and the checks below.
+    let last = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    eventually("the operator's placements in /api/v1/deployments", || {
+        let feed = feed.clone();
+        let last = Arc::clone(&last);
+        async move {
+            feed.tick().await;
+            let answer = tokio::task::spawn_blocking(move || {
+                common::http(address, "GET", "/api/v1/deployments", &[], "")
+            })
+            .await??;
+            anyhow::ensure!(answer.status == 200, "{}", answer.body);
+            let deployments: serde_json::Value = serde_json::from_str(&answer.body)?;
+            let shown = deployments
+                .as_array()
+                .and_then(|all| all.iter().find(|d| d["name"] == "llm"))
+                .cloned()
+                .unwrap_or_default();
+            let done = shown["placed"].as_array().map(Vec::len) == Some(2)
+                && shown["conditions"].as_array().map(Vec::len) == Some(3);
+            *last.lock().expect("not poisoned") = shown;
+            Ok(done)
+        }
+    })
+    .await
+    .with_context(|| format!("last seen: {}", last.lock().expect("not poisoned")))?;
+    let shown = last.lock().expect("not poisoned").clone();
+    assert_eq!(shown["placementSource"], "operator", "{shown}");
+    assert_eq!(shown["key"], format!("{}/llm", bed.namespace));
+    assert_eq!(
+        (shown["desired"].as_u64(), shown["replicas"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(shown["readyReplicas"], 2);
+    let placed: Vec<(&str, &str, u64, &str)> = shown["placed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|replica| {
+            (
+                replica["replica"].as_str().unwrap_or_default(),
+                replica["node"].as_str().unwrap_or_default(),
+                replica["gpus"][0]["index"].as_u64().unwrap_or(u64::MAX),
+                replica["gpus"][0]["uuid"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (uuid_2, uuid_3) = (gpu_uuid(&name, 2), gpu_uuid(&name, 3));
+    assert_eq!(
+        placed,
+        vec![
+            ("llm-r0", name.as_str(), 2, uuid_2.as_str()),
+            ("llm-r1", name.as_str(), 3, uuid_3.as_str()),
+        ],
+        "{shown}"
+    );
+    assert_eq!(shown["placed"][0]["score"]["total"], 0.75);
+    assert_eq!(shown["placed"][0]["score"]["fragmentationDeltaGpus"], -0.25);
+    assert_eq!(shown["conditions"][2]["type"], "Degraded");
+    assert_eq!(shown["conditions"][2]["status"], "True");
+    assert_eq!(shown["unplacedReplicas"], 1);
+    assert_eq!(
+        shown["unplacedReason"],
+        "0/1 nodes are available: 1 node not ready."
+    );
+    assert_eq!(shown["unplaced"].as_array().map(Vec::len), Some(0));
+    // The spec moved on (replicas 2 → 3) after the status was written.
+    assert_eq!(shown["observedGeneration"], 1);
+    assert!(shown["generation"].as_i64() > Some(1), "{shown}");
     Ok(())
 }
 

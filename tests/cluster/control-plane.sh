@@ -37,7 +37,9 @@ kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 start_daemon() {
   local name=$1
   shift
-  "$@" >"$DIR/logs/$name.log" 2>&1 &
+  # A session of its own: a daemon started from a test (restart-apiserver) must outlive the
+  # test's process group, which a harness may kill when the test ends.
+  setsid "$@" >"$DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$DIR/pids/$name"
   log "started $name (pid $!)"
 }

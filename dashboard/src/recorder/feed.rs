@@ -1,6 +1,8 @@
 //! [`ClusterFeed`]: the dashboard's live view over a real cluster, read from the recorder's
 //! watch caches (the same watches that write history), so `gpufleet dashboard --kubernetes`
-//! shows what the agents published without a second set of watches.
+//! shows what the agents published without a second set of watches, and where the operator
+//! placed each replica (its InferenceDeployment status; [`PlacementSource::Operator`]) rather
+//! than a what-if placement of the dashboard's own.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,7 @@ use kube::ResourceExt as _;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::fleet::{FleetFeed, NodeReading};
+use crate::placement::PlacementSource;
 
 /// A [`FleetFeed`] over watched GpuNodes, Nodes and InferenceDeployments.
 #[derive(Clone)]
@@ -94,6 +97,11 @@ impl FleetFeed for ClusterFeed {
             .map(|deployment| deployment.as_ref().clone())
             .collect()
     }
+
+    /// The gpufleet operator places this cluster's replicas; the view shows its status.
+    fn placement_source(&self) -> PlacementSource {
+        PlacementSource::Operator
+    }
 }
 
 #[cfg(test)]
@@ -166,5 +174,6 @@ mod tests {
             ]
         );
         assert_eq!(feed.deployments().len(), 1);
+        assert_eq!(feed.placement_source(), PlacementSource::Operator);
     }
 }

@@ -17,6 +17,7 @@ use gpufleet_api::gpu_node::{
 };
 use gpufleet_api::inference_deployment::{DisruptionBudget, GpuRequirement, PlacementPolicy};
 use gpufleet_api::{InferenceDeployment, InferenceDeploymentSpec};
+use gpufleet_dashboard::placement::PlacementSource;
 use gpufleet_dashboard::{FleetFeed, NodeReading};
 
 /// What the scripted feed reports; shared with the test through [`Script`].
@@ -27,6 +28,7 @@ struct ScriptState {
     tick: u64,
     unhealthy: BTreeSet<(usize, u32)>,
     deployments: Vec<InferenceDeployment>,
+    placement_source: PlacementSource,
 }
 
 /// A handle to change what the feed reports.
@@ -58,6 +60,15 @@ impl Script {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .deployments = deployments;
+    }
+
+    /// Says who places the deployments: [`PlacementSource::Operator`] makes the feed stand in
+    /// for a cluster, whose deployments' statuses the dashboard shows.
+    pub fn set_placement_source(&self, source: PlacementSource) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .placement_source = source;
     }
 
     /// A feed reading this script.
@@ -148,6 +159,14 @@ impl FleetFeed for ScriptedFeed {
             .unwrap_or_else(PoisonError::into_inner)
             .deployments
             .clone()
+    }
+
+    fn placement_source(&self) -> PlacementSource {
+        self.0
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .placement_source
     }
 }
 
