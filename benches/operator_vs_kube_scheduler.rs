@@ -115,12 +115,7 @@ async fn create_pool(
         let ready = list
             .items
             .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|n| gpufleet_api::conditions::node_ready(n))
             .count();
         if ready >= count {
             break;
@@ -248,18 +243,14 @@ async fn kube_scheduler_run(
     Ok(replicas as f64 / elapsed.as_secs_f64())
 }
 
-async fn gpufleet_run(
-    client: &Client,
-    replicas: usize,
-    capacity: &BTreeMap<String, u32>,
-) -> anyhow::Result<f64> {
-    let namespace = "bench-gpufleet";
-    fresh_namespace(client, namespace).await?;
-    let log = std::fs::File::create(std::env::temp_dir().join("gpufleet-bench-operator.log"))?;
-    // GPUFLEET_BIN picks another build of the binary (e.g. a copy, while others rebuild).
+/// Starts `gpufleet operator` without leader election for `namespace`, logging to `log` in the
+/// temporary directory. GPUFLEET_BIN picks another build of the binary (e.g. a copy, while
+/// others rebuild).
+fn start_operator(namespace: &str, log: &str) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::File::create(std::env::temp_dir().join(log))?;
     let binary =
         std::env::var("GPUFLEET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gpufleet").to_owned());
-    let mut operator = std::process::Command::new(binary)
+    std::process::Command::new(binary)
         .args([
             "operator",
             "--namespace",
@@ -272,7 +263,17 @@ async fn gpufleet_run(
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .context("starting the operator")?;
+        .context("starting the operator")
+}
+
+async fn gpufleet_run(
+    client: &Client,
+    replicas: usize,
+    capacity: &BTreeMap<String, u32>,
+) -> anyhow::Result<f64> {
+    let namespace = "bench-gpufleet";
+    fresh_namespace(client, namespace).await?;
+    let mut operator = start_operator(namespace, "gpufleet-bench-operator.log")?;
     // Let it sync its caches before the clock starts, as kube-scheduler's are synced.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let deployments: Api<InferenceDeployment> = Api::namespaced(client.clone(), namespace);
@@ -591,23 +592,7 @@ mod quality {
     async fn operator(client: &Client, stream: &[Demand]) -> anyhow::Result<Vec<Pod>> {
         let namespace = "bench-quality-gpufleet";
         fresh_namespace(client, namespace).await?;
-        let log = std::fs::File::create(std::env::temp_dir().join("gpufleet-bench-quality.log"))?;
-        let binary = std::env::var("GPUFLEET_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gpufleet").to_owned());
-        let mut operator = std::process::Command::new(binary)
-            .args([
-                "operator",
-                "--namespace",
-                namespace,
-                "--no-leader-election",
-                "--metrics-bind",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the operator")?;
+        let mut operator = start_operator(namespace, "gpufleet-bench-quality.log")?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let deployments: Api<InferenceDeployment> = Api::namespaced(client.clone(), namespace);
         let mut result = Ok(());

@@ -421,41 +421,54 @@ fn render_own(out: &mut String, view: &NodeView, labels: &BTreeMap<u32, String>)
     );
 }
 
+/// A node's view as the sampler would build it from one sample of a simulated `machine` with
+/// `faults`, every GPU graded at `now_ms`: the fixture the metrics and status tests render.
+#[cfg(test)]
+pub(crate) fn simulated_view(
+    machine: crate::preset::MachinePreset,
+    faults: &str,
+    now_ms: u64,
+) -> crate::Result<NodeView> {
+    use crate::GpuSource;
+    use crate::health::GpuHealthTracker;
+    use crate::simulated::{SimulatedSource, SimulationClock};
+    let mut source = SimulatedSource::new(
+        machine,
+        "node-a",
+        crate::fault::parse_script(faults)?,
+        SimulationClock::manual(),
+    );
+    let sample = source.sample()?;
+    let mut health = BTreeMap::new();
+    for gpu in &sample.gpus {
+        let mut tracker = GpuHealthTracker::default();
+        tracker.observe_sample(gpu, now_ms);
+        health.insert(gpu.index, tracker.grade(now_ms));
+    }
+    Ok(NodeView {
+        hostname: "node-a".to_owned(),
+        driver: source.driver(),
+        inventory: source.inventory()?,
+        sample: Some(sample),
+        health,
+        ..NodeView::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::GpuSource;
-    use crate::fault::parse_script;
-    use crate::health::GpuHealthTracker;
     use crate::preset;
-    use crate::simulated::{SimulatedSource, SimulationClock};
 
+    /// A DGX H100 with `faults`, one sample taken, an Xid 79 remembered on GPU 3.
     fn view(faults: &str) -> crate::Result<NodeView> {
-        let mut source = SimulatedSource::new(
-            preset::dgx_h100(),
-            "node-a",
-            parse_script(faults)?,
-            SimulationClock::manual(),
-        );
-        let sample = source.sample()?;
-        let mut health = BTreeMap::new();
-        for gpu in &sample.gpus {
-            let mut tracker = GpuHealthTracker::default();
-            tracker.observe_sample(gpu, 0);
-            health.insert(gpu.index, tracker.grade(0));
-        }
         Ok(NodeView {
-            hostname: "node-a".to_owned(),
-            driver: source.driver(),
-            inventory: source.inventory()?,
-            sample: Some(sample),
-            health,
             last_xid: BTreeMap::from([(3, 79)]),
             counters: AgentCounters {
                 samples: 1,
                 ..AgentCounters::default()
             },
-            ..NodeView::default()
+            ..simulated_view(preset::dgx_h100(), faults, 0)?
         })
     }
 

@@ -431,33 +431,11 @@ mod tests {
 
     use super::*;
     use crate::GpuSource;
-    use crate::fault::parse_script;
-    use crate::health::GpuHealthTracker;
     use crate::preset;
     use crate::simulated::{SimulatedSource, SimulationClock};
 
     fn view(faults: &str) -> crate::Result<NodeView> {
-        let mut source = SimulatedSource::new(
-            preset::dgx_h200(),
-            "node-a",
-            parse_script(faults)?,
-            SimulationClock::manual(),
-        );
-        let sample = source.sample()?;
-        let mut health = BTreeMap::new();
-        for gpu in &sample.gpus {
-            let mut tracker = GpuHealthTracker::default();
-            tracker.observe_sample(gpu, 1_000);
-            health.insert(gpu.index, tracker.grade(1_000));
-        }
-        Ok(NodeView {
-            hostname: "node-a".to_owned(),
-            driver: source.driver(),
-            inventory: source.inventory()?,
-            sample: Some(sample),
-            health,
-            ..NodeView::default()
-        })
+        crate::metrics::simulated_view(preset::dgx_h200(), faults, 1_000)
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use gpufleet_api::conditions::pod_ready;
 use gpufleet_api::inference_deployment::ReplicaPlacement;
 use gpufleet_api::labels::{DEPLOYMENT_LABEL, MOVE_REASON_ANNOTATION};
 use gpufleet_api::{GpuNode, InferenceDeployment};
@@ -29,8 +30,8 @@ use tracing::{info, warn};
 use crate::defragment;
 use crate::metrics::Metrics;
 use crate::replica::{
-    free_ordinals, group_of, is_ready, is_terminating, ordinal_of, placement_id, placement_of,
-    pod_for, pod_name, request_for,
+    free_ordinals, group_of, is_terminating, ordinal_of, placement_id, placement_of, pod_for,
+    pod_name, request_for,
 };
 use crate::rollout::{self, Budget, ReplicaState};
 use crate::snapshot::{self, failure_of};
@@ -465,7 +466,7 @@ fn decide(
             .or_else(|| pod.annotations().get(MOVE_REASON_ANNOTATION).cloned());
         states.push(ReplicaState {
             name: pod.name_any(),
-            ready: is_ready(pod),
+            ready: pod_ready(pod),
             failure,
         });
     }
@@ -635,7 +636,7 @@ async fn write_status(
             .and_then(|p| failure_of(p, &decisions.snapshot));
         if failure.is_some() {
             failed += 1;
-        } else if is_ready(pod) {
+        } else if pod_ready(pod) {
             ready += 1;
         }
         if placements.len() < STATUS_PLACEMENTS_LIMIT

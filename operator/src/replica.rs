@@ -260,19 +260,6 @@ pub fn placement_of(pod: &Pod, group: &str) -> Option<ExistingPlacement> {
     })
 }
 
-/// Whether a Pod's Ready condition is true.
-#[must_use]
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
 /// Whether a Pod is being deleted (it still holds its GPUs until it is gone).
 #[must_use]
 pub fn is_terminating(pod: &Pod) -> bool {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use gpufleet_api::GpuNode;
+use gpufleet_api::conditions::node_ready;
 use gpufleet_api::gpu_node::{GpuDevice, HealthState};
 use gpufleet_api::labels::{GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, NVIDIA_GPU_RESOURCE};
 use gpufleet_placement::{
@@ -25,19 +26,6 @@ pub const DEFAULT_HEARTBEAT_STALE_AFTER_MS: u64 = 90_000;
 #[must_use]
 pub fn time_ms(time: &Time) -> u64 {
     u64::try_from(time.0.as_millisecond()).unwrap_or(0)
-}
-
-/// Whether the Node's Ready condition is true.
-#[must_use]
-pub fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 /// Whether a GpuNode's heartbeat is recent enough at `now_ms`.

@@ -2,7 +2,7 @@
 //! free port), its printed address opened in headless Chromium, and the fleet, the placed
 //! deployments and the solved planning scenarios checked on the page and through the API.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::support::{browse, tag_with};
+use crate::support::{browse, http_get, tag_with};
 
 /// A running `gpufleet demo`, killed when dropped; its stdout is collected as it comes.
 struct Demo {
@@ -82,24 +82,9 @@ impl Demo {
         }
     }
 
-    /// A plain HTTP/1.1 GET; returns the body.
+    /// A GET on the demo's dashboard; the body.
     fn get(&self, path: &str) -> anyhow::Result<String> {
-        let mut stream = std::net::TcpStream::connect(self.address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.address
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("an HTTP response")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("GET {path}: {head}");
-        }
-        Ok(body.to_owned())
+        http_get(self.address, path)
     }
 }
 

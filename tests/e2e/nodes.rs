@@ -59,12 +59,10 @@ async fn kwok_gpu_nodes_are_ready_with_gpu_allocatable_and_gfd_labels() -> anyho
             Some(expected),
             "{name}: allocatable nvidia.com/gpu"
         );
-        let ready = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        assert!(ready, "{name} is not Ready");
+        assert!(
+            gpufleet_api::conditions::node_ready(node),
+            "{name} is not Ready"
+        );
         *products.entry(product).or_insert(0) += 1;
     }
     assert_eq!(

@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use gpufleet_api::InferenceDeployment;
+use gpufleet_api::conditions::pod_ready as is_ready;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -15,7 +16,7 @@ use serde_json::json;
 
 use crate::support::{
     OperatorProcess, TestNamespace, client, create_gpu_pool, delete_gpu_pool, install_crds,
-    kubectl, set_gpu_health, wait_until,
+    kubectl, set_gpu_health, take_node_down, wait_until,
 };
 
 /// An InferenceDeployment of whole H100s kept to the test's own node pool.
@@ -54,13 +55,6 @@ async fn live_pods(client: &Client, namespace: &str, name: &str) -> anyhow::Resu
         .into_iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .collect())
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Every live Pod bound to a pool node, no GPU held twice, and the GPU env set.
@@ -412,32 +406,14 @@ async fn wait_moved_off(
 #[tokio::test]
 #[ignore = "needs the test control plane with KWOK: run `bash tests/run-all.sh` (sets KUBECONFIG)"]
 async fn a_notready_node_has_its_replicas_replaced_elsewhere_surge_first() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Node;
     let bed = Bed::new("notready").await?;
     let _operator = bed.operator("a")?;
     bed.deploy("llm", 3, json!({})).await?;
     let pods = bed.ready("llm", 3).await?;
     let (victim, moving) = busiest_node(&pods)?;
 
-    // KWOK keeps the nodes it manages Ready: take the node out of its hands, then report the
-    // kubelet gone, as the node lifecycle controller would after missed heartbeats.
-    let nodes: Api<Node> = Api::all(bed.client.clone());
-    let unmanage = json!({"metadata": {"annotations": {"kwok.x-k8s.io/node": null}}});
-    nodes
-        .patch(&victim, &PatchParams::default(), &Patch::Merge(&unmanage))
-        .await?;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
-        "reason": "KubeletStopped", "message": "e2e: kubelet stopped posting status",
-        "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-    let failed_at = Instant::now();
-    nodes
-        .patch_status(
-            &victim,
-            &PatchParams::default(),
-            &Patch::Strategic(&not_ready),
-        )
-        .await?;
+    let failed_at =
+        take_node_down(&bed.client, &victim, "e2e: kubelet stopped posting status").await?;
 
     let recovered = wait_moved_off(&bed, "llm", &victim, 3, failed_at).await?;
     println!("node {victim} NotReady: {moving} replicas moved off in {recovered:?}");

@@ -199,15 +199,9 @@ pub async fn create_kwok_gpu_nodes(
                 let nodes = nodes.clone();
                 let name = name.clone();
                 async move {
-                    let node = nodes.get(&name).await?;
-                    Ok(node
-                        .status
-                        .and_then(|s| s.conditions)
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                        }))
+                    Ok(gpufleet_api::conditions::node_ready(
+                        &nodes.get(&name).await?,
+                    ))
                 }
             },
         )
@@ -380,4 +374,49 @@ pub fn tag_with<'a>(dom: &'a str, attribute: &str) -> Option<&'a str> {
     let start = dom[..at].rfind('<')?;
     let end = at + dom[at..].find('>')?;
     Some(&dom[start..=end])
+}
+
+/// Takes KWOK node `node` down as a dead kubelet would leave it: KWOK (which keeps the nodes it
+/// manages Ready) lets go of it, then its Ready condition turns False, as the node lifecycle
+/// controller would report after missed heartbeats. Returns when the NotReady status was sent.
+pub async fn take_node_down(
+    client: &Client,
+    node: &str,
+    message: &str,
+) -> anyhow::Result<std::time::Instant> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let unmanage = serde_json::json!({"metadata": {"annotations": {"kwok.x-k8s.io/node": null}}});
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&unmanage))
+        .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let not_ready = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+        "reason": "KubeletStopped", "message": message,
+        "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    let sent_at = std::time::Instant::now();
+    nodes
+        .patch_status(node, &PatchParams::default(), &Patch::Strategic(&not_ready))
+        .await?;
+    Ok(sent_at)
+}
+
+/// A plain HTTP/1.1 GET of `path` on `address`; the body of a 200 response.
+pub fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
 }

@@ -12,12 +12,12 @@
 //! with `disruptive_`: the test command runs such tests in a phase of their own, one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use gpufleet_api::conditions::{node_ready, pod_ready as is_ready};
 use gpufleet_api::{GpuNode, InferenceDeployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -27,8 +27,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::{
-    OperatorProcess, TestNamespace, client, create_kwok_gpu_nodes, delete_gpu_pool, install_crds,
-    kubectl, wait_until,
+    OperatorProcess, TestNamespace, client, create_kwok_gpu_nodes, delete_gpu_pool, http_get,
+    install_crds, kubectl, take_node_down, wait_until,
 };
 
 /// A child process killed when dropped, its output in `$CARGO_TARGET_TMPDIR/system/<name>.log`.
@@ -119,22 +119,8 @@ fn start_agent(node: &str, faults: &str) -> anyhow::Result<Process> {
 
 /// A plain HTTP/1.1 GET against the dashboard; returns the JSON body.
 fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("an HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(serde_json::from_str(body)?)
+    let body = http_get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)?;
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// Restarts PostgreSQL's Debian cluster (the version installed under /usr/lib/postgresql).
@@ -190,13 +176,6 @@ fn deployment(
             "template": {"spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.11.0"}]}}
         }
     }))?)
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn node_of(pod: &Pod) -> Option<String> {
@@ -294,13 +273,7 @@ impl World {
             if is_ready(&pod) || !containers_ready {
                 continue;
             }
-            let node_ready = nodes
-                .get(&node)
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if !node_ready {
+            if !node_ready(&nodes.get(&node).await?) {
                 continue;
             }
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -670,24 +643,7 @@ async fn disruptive_the_whole_system_recovers_from_one_fault_after_another() -> 
         .max_by_key(|(_, n)| *n)
         .context("a node with replicas")?;
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch(
-            &down,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"metadata": {"annotations": {"kwok.x-k8s.io/node": null}}})),
-        )
-        .await?;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
-        "reason": "KubeletStopped", "message": "system test", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-    let down_at = Instant::now();
-    nodes
-        .patch_status(
-            &down,
-            &PatchParams::default(),
-            &Patch::Strategic(&not_ready),
-        )
-        .await?;
+    let down_at = take_node_down(&client, &down, "system test").await?;
     wait_until(
         Duration::from_secs(120),
         "every replica off the NotReady node",

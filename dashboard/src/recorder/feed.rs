@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use gpufleet_api::conditions::node_ready;
 use gpufleet_api::{GpuNode, InferenceDeployment};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt as _;
@@ -47,18 +48,6 @@ impl ClusterFeed {
             nodes,
         }
     }
-}
-
-/// Whether a Node's `Ready` condition is `True`.
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-        })
 }
 
 /// A GpuNode as the live view reads it. Labels are the Node's (zone, rack: what placement's

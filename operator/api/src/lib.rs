@@ -14,6 +14,7 @@
 //! gpufleet component sees them, with messages that name the field.
 
 pub mod capacity_plan;
+pub mod conditions;
 pub mod gpu_node;
 pub mod inference_deployment;
 pub mod labels;
