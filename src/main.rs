@@ -38,8 +38,19 @@ enum Command {
     Demo(cli::demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Runs the command; an error is the user's to read, not a crash: it is printed with its
+/// causes and no backtrace (also with `RUST_BACKTRACE` set), and the exit status is 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => cli::crds::run(&args),
         Command::Plan(args) => cli::plan::run(args),

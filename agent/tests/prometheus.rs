@@ -90,7 +90,7 @@ fn prometheus_scrapes_and_stores_the_dcgm_series() -> TestResult {
     let api: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let started = Instant::now();
     let mut last = String::new();
-    while started.elapsed() < Duration::from_secs(60) {
+    while started.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(500));
         let Ok(response) = get(api, "/api/v1/query?query=DCGM_FI_DEV_FB_FREE") else {
             continue;
@@ -121,5 +121,8 @@ fn prometheus_scrapes_and_stores_the_dcgm_series() -> TestResult {
         }
         last = response;
     }
-    Err(format!("Prometheus did not store the DCGM series within 60 s; last answer: {last}").into())
+    Err(
+        format!("Prometheus did not store the DCGM series within 120 s; last answer: {last}")
+            .into(),
+    )
 }

@@ -317,10 +317,12 @@ pub fn round_key(fleet: &FleetView, deployments: &[InferenceDeployment]) -> Stri
 
 fn describe_need(request: &ReplicaRequest) -> String {
     let memory = match request.gpu.memory() {
-        MemoryNeed::Mib(mib) => format!("{mib} MiB"),
-        MemoryNeed::ShareOfCapacity => "its share of memory".to_owned(),
+        Some(MemoryNeed::Mib(mib)) => format!("{mib} MiB"),
+        Some(MemoryNeed::ShareOfCapacity) => "its share of memory".to_owned(),
+        None => "no GPU memory".to_owned(),
     };
     match request.gpu {
+        GpuRequest::NoGpu => "no GPU".to_owned(),
         GpuRequest::Whole { count, .. } => format!("{count} × GPU, {memory} each"),
         GpuRequest::Fraction { milli, .. } => format!("{milli}/1000 of a GPU, {memory}"),
     }

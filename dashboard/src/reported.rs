@@ -145,6 +145,7 @@ fn score_of(placement: &ReplicaPlacement, strategy: Strategy) -> Option<ScoreBre
         utilisation_penalty: term("utilisation"),
         telemetry_penalty: term("telemetry"),
         numa_penalty: term("numa"),
+        spread_penalty: term("spread"),
         total,
     })
 }

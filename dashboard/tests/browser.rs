@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Script, deployment, gpu_uuid};
 use gpufleet_dashboard::auth::Token;
@@ -149,14 +149,17 @@ fn the_fleet_heatmap_shows_every_gpu_and_a_gpu_turning_unhealthy_live() {
 
     // Break the GPU only once the page is subscribed: the fleet it drew was read before, so the
     // change can only reach it through the stream.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while subscribers(address) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the page never opened /api/v1/events"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gpufleet_test_support::wait_until_blocking(
+        Duration::from_secs(120),
+        "the page to open /api/v1/events",
+        || {
+            Ok(gpufleet_test_support::Seen::done_if(
+                subscribers(address) > 0,
+                || "no subscriber".to_owned(),
+            ))
+        },
+    )
+    .expect("the page subscribes");
     script.break_gpu(2, 5);
     let output = browser.wait_with_output().expect("chromium");
     let dom = String::from_utf8_lossy(&output.stdout);

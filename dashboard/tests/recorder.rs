@@ -46,6 +46,7 @@ use gpufleet_dashboard::store::Store;
 use gpufleet_dashboard::store::memory::MemoryStore;
 use gpufleet_dashboard::store::postgres::PostgresStore;
 use gpufleet_dashboard::{Application, Settings};
+use gpufleet_test_support::{Seen, wait_every};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -85,15 +86,22 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
             let crds = crds.clone();
             let name = name.clone();
             async move {
-                let current = crds.get(&name).await?;
-                Ok(current
+                let conditions = crds
+                    .get(&name)
+                    .await?
                     .status
                     .and_then(|status| status.conditions)
-                    .is_some_and(|conditions| {
-                        conditions
-                            .iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    }))
+                    .unwrap_or_default();
+                let established = conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(Seen::done_if(established, || {
+                    let seen: Vec<String> = conditions
+                        .iter()
+                        .map(|c| format!("{}={}", c.type_, c.status))
+                        .collect();
+                    format!("conditions {seen:?}")
+                }))
             }
         })
         .await?;
@@ -101,25 +109,14 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `check` every 50 ms until it holds, failing after [`PATIENCE`] with `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+/// Polls `check` every 50 ms until it holds, failing after [`PATIENCE`] with `what` and what
+/// `check` saw last.
+async fn eventually<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<bool>>,
+    Fut: Future<Output = anyhow::Result<Seen>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {PATIENCE:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_every(PATIENCE, Duration::from_millis(50), what, check).await
 }
 
 /// A test's namespace and cluster-scoped GpuNodes, deleted when it drops.
@@ -501,11 +498,11 @@ async fn wait_for_status(
     check: impl Fn(&RecorderStatus) -> bool,
 ) -> anyhow::Result<RecorderStatus> {
     eventually(what, || {
-        let holds = check(&recorder.status());
-        async move { Ok(holds) }
+        let status = recorder.status();
+        let seen = Seen::done_if(check(&status), || format!("recorder status {status:?}"));
+        async move { Ok(seen) }
     })
-    .await
-    .with_context(|| format!("recorder status {:?}", recorder.status()))?;
+    .await?;
     Ok(recorder.status())
 }
 
@@ -951,12 +948,12 @@ async fn the_live_view_and_the_recorder_endpoint_show_the_watched_cluster() -> a
                 .unwrap_or_default();
             let done = shown["placed"].as_array().map(Vec::len) == Some(2)
                 && shown["conditions"].as_array().map(Vec::len) == Some(3);
+            let seen = Seen::done_if(done, || format!("{shown}"));
             *last.lock().expect("not poisoned") = shown;
-            Ok(done)
+            Ok(seen)
         }
     })
-    .await
-    .with_context(|| format!("last seen: {}", last.lock().expect("not poisoned")))?;
+    .await?;
     let shown = last.lock().expect("not poisoned").clone();
     assert_eq!(shown["placementSource"], "operator", "{shown}");
     assert_eq!(shown["key"], format!("{}/llm", bed.namespace));
@@ -1055,8 +1052,12 @@ async fn disruptive_the_recorder_rides_through_a_kube_apiserver_restart_without_
     // shows the current state only: a status overwritten before the watch is back is never
     // seen (by any watcher). So the next ones wait until the watch is live again.
     eventually("the apiserver taking a status again", || {
-        bed.publish(&name, GPUS, t0 + 3_000, None)
-            .map(|published| Ok(published.is_ok()))
+        bed.publish(&name, GPUS, t0 + 3_000, None).map(|published| {
+            Ok(match published {
+                Ok(_) => Seen::Done,
+                Err(error) => Seen::NotYet(format!("the write failed: {error}")),
+            })
+        })
     })
     .await?;
     wait_for_rows(

@@ -14,9 +14,7 @@ use gpufleet_api::conditions::pod_ready;
 use gpufleet_api::inference_deployment::ReplicaPlacement;
 use gpufleet_api::labels::{DEPLOYMENT_LABEL, MOVE_REASON_ANNOTATION};
 use gpufleet_api::{GpuNode, InferenceDeployment};
-use gpufleet_placement::{
-    Decision, Engine, EngineConfig, ExistingPlacement, Outcome, WorkloadMix, strategy_of,
-};
+use gpufleet_placement::{Decision, Engine, EngineConfig, ExistingPlacement, Outcome, strategy_of};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -82,6 +80,9 @@ impl Default for OperatorConfig {
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
+    /// Every InferenceDeployment the controller watches: their shapes are the workload the
+    /// fragmentation-aware ranking expects.
+    deployments: Store<InferenceDeployment>,
     pods: Store<Pod>,
     nodes: Store<Node>,
     gpu_nodes: Store<GpuNode>,
@@ -491,7 +492,7 @@ fn decide(
 
     let config = EngineConfig::new(
         strategy_of(deployment.spec.placement.strategy),
-        WorkloadMix::inference_default(),
+        crate::replica::workload_mix(&context.deployments.state()),
     );
     let mut engine = Engine::new(&snapshot, config)?;
     let mut delete: Vec<(String, String)> = Vec::new();
@@ -702,6 +703,7 @@ fn placement_status(pod: &Pod, placement: &ExistingPlacement) -> ReplicaPlacemen
             ("utilisation", score.utilisation_penalty),
             ("telemetry", score.telemetry_penalty),
             ("numa", score.numa_penalty),
+            ("spread", score.spread_penalty),
         ] {
             if value != 0.0 {
                 breakdown.insert(part.to_owned(), value);
@@ -756,7 +758,7 @@ pub async fn run(
     let pod_config = watcher::Config::default().labels(DEPLOYMENT_LABEL);
     tokio::spawn(
         reflector::reflector(pod_writer, watcher(pod_api.clone(), pod_config.clone()))
-            .default_backoff()
+            .backoff(crate::reconnect::backoff(1))
             .for_each(|_| futures::future::ready(())),
     );
     tokio::spawn(
@@ -764,7 +766,7 @@ pub async fn run(
             node_writer,
             watcher(node_api.clone(), watcher::Config::default()),
         )
-        .default_backoff()
+        .backoff(crate::reconnect::backoff(2))
         .for_each(|_| futures::future::ready(())),
     );
     tokio::spawn(
@@ -772,7 +774,7 @@ pub async fn run(
             gpu_node_writer,
             watcher(gpu_node_api.clone(), watcher::Config::default()),
         )
-        .default_backoff()
+        .backoff(crate::reconnect::backoff(3))
         .for_each(|_| futures::future::ready(())),
     );
     for (store_ready, resource) in [
@@ -791,7 +793,9 @@ pub async fn run(
         "caches synced; reconciling"
     );
 
+    let controller = Controller::new(deployment_api, watcher::Config::default());
     let context = Arc::new(Context {
+        deployments: controller.store(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -829,8 +833,9 @@ pub async fn run(
         }
     };
     let for_gpu_nodes = deployments_on.clone();
-    Controller::new(deployment_api, watcher::Config::default())
+    controller
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(100)))
+        .trigger_backoff(crate::reconnect::backoff(4))
         .owns(pod_api, pod_config)
         .watches(
             gpu_node_api,

@@ -21,6 +21,7 @@ pub mod controller;
 pub mod defragment;
 pub mod leader;
 pub mod metrics;
+pub mod reconnect;
 pub mod replica;
 pub mod rollout;
 pub mod snapshot;

@@ -6,6 +6,7 @@
 //!   cluster and survives restarts and leader changes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gpufleet_api::inference_deployment::InferenceDeployment;
 use gpufleet_api::labels::{
@@ -13,7 +14,7 @@ use gpufleet_api::labels::{
     GPU_UUIDS_ANNOTATION, NVIDIA_GPU_RESOURCE, PLACED_AT_ANNOTATION, REPLICA_LABEL, SCHEDULER_NAME,
     SCORE_ANNOTATION,
 };
-use gpufleet_placement::{Decision, ExistingPlacement, ReplicaRequest};
+use gpufleet_placement::{Decision, ExistingPlacement, MixEntry, ReplicaRequest, WorkloadMix};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -52,6 +53,56 @@ pub fn request_for(deployment: &InferenceDeployment, pod_name: &str) -> ReplicaR
     request.cpu_milli = cpu_milli;
     request.memory_mib = memory_mib;
     request
+}
+
+/// The workload the fleet expects, for fragmentation-aware ranking: every deployment's replica
+/// shape (GPUs, models, CPU and memory) weighted by its desired replicas, plus the built-in
+/// inference mix as a prior (a quarter of the whole; all of it when no deployment asks for
+/// anything yet). The engine is rebuilt from the cluster for
+/// every decision, so the deployments are both the prior and what has arrived.
+#[must_use]
+pub fn workload_mix(deployments: &[Arc<InferenceDeployment>]) -> WorkloadMix {
+    let mut entries: Vec<MixEntry> = Vec::new();
+    for deployment in deployments {
+        let replicas = deployment.spec.replicas.max(0);
+        if replicas == 0 {
+            continue;
+        }
+        let request = request_for(deployment, "mix");
+        let mut allowed_products = request.allowed_products.clone();
+        allowed_products.sort();
+        match entries.iter_mut().find(|entry| {
+            entry.gpu == request.gpu
+                && entry.allowed_products == allowed_products
+                && entry.cpu_milli == request.cpu_milli
+                && entry.memory_mib == request.memory_mib
+        }) {
+            Some(entry) => entry.weight += f64::from(replicas),
+            None => entries.push(MixEntry {
+                gpu: request.gpu,
+                allowed_products,
+                cpu_milli: request.cpu_milli,
+                memory_mib: request.memory_mib,
+                weight: f64::from(replicas),
+            }),
+        }
+    }
+    // The built-in inference mix stays in as a prior, a quarter of the weight: a fleet running
+    // only one-GPU replicas today still values keeping whole nodes free for the tensor-parallel
+    // replica it has not seen yet.
+    let prior = WorkloadMix::inference_default();
+    let seen: f64 = entries.iter().map(|entry| entry.weight).sum();
+    let prior_total: f64 = prior.entries.iter().map(|entry| entry.weight).sum();
+    let scale = if seen > 0.0 {
+        seen / 3.0 / prior_total
+    } else {
+        1.0
+    };
+    entries.extend(prior.entries.into_iter().map(|entry| MixEntry {
+        weight: entry.weight * scale,
+        ..entry
+    }));
+    WorkloadMix { entries }
 }
 
 /// CPU (millicores) and memory (MiB) the template's containers request.
@@ -345,6 +396,7 @@ mod tests {
                 utilisation_penalty: 0.0,
                 telemetry_penalty: 0.0,
                 numa_penalty: 0.0,
+                spread_penalty: 0.0,
                 total: 0.0,
             },
         }

@@ -1,6 +1,7 @@
 //! Subcommands of the `gpufleet` binary, one module each.
 
 pub(crate) mod agent;
+pub(crate) mod bound;
 pub(crate) mod crds;
 pub(crate) mod dashboard;
 pub(crate) mod demo;

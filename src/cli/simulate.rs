@@ -1,6 +1,8 @@
 //! `gpufleet simulate`: replay a workload through the placement engine without a cluster and
-//! compare strategies side by side (allocation, unallocated GPUs at offered-load levels,
-//! fragmentation, decision time), or benchmark the engine with `--bench`.
+//! compare strategies side by side (the FGD paper's GPU allocation at offered-load levels,
+//! fragmentation, decision time), by the paper's protocol when asked (shuffle, seeds, sampling
+//! to a load), with an upper bound of what any scheduler could reach, or benchmark the engine
+//! with `--bench`.
 //!
 //! Reads files and prints; everything else is `gpufleet_placement::simulate`.
 
@@ -9,25 +11,35 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use gpufleet_placement::simulate::{
-    self, GpuModelTable, SimulationFile, SimulationInput, SimulationOptions, SyntheticSpec,
-    synthetic_fleet, synthetic_workload,
+    self, ArrivalOrder, DecisionRecord, GpuModelTable, SimulationFile, SimulationInput,
+    SimulationOptions, SyntheticSpec, family::Family, synthetic_fleet, synthetic_workload,
 };
 use gpufleet_placement::{EngineConfig, FleetSnapshot, Strategy, WorkloadMix};
 
 /// Arguments of `gpufleet simulate`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
+  # Alibaba's openb trace (the FGD paper's), by the paper's protocol: pods sorted by name and
+  # shuffled per seed, sampled to 130% of the GPUs, nobody leaves; gpufleet's strategies beside
+  # the paper's method and baselines, GPU allocation as the paper defines it
+  gpufleet simulate --nodes openb_node_list_gpu_node.csv --pods openb_pod_list_default.csv \\
+      --order shuffle --seeds 42..51 --tune 1.3 --bound
+  gpufleet simulate --nodes … --pods … --order shuffle --seeds 42..51 --tune 1.3 --family gpushare100
+  gpufleet simulate --nodes … --pods … --order shuffle --seed 42 --tune 1.3 --decisions decisions.csv
+  gpufleet simulate --nodes nodes.csv --pods pods.csv --replay timeline
   gpufleet simulate                                   # synthetic 1,000-node fleet
   gpufleet simulate --synthetic nodes=2000,mix=sharing --load 1.0,1.3 --output json
-  gpufleet simulate --nodes openb_node_list.csv --pods openb_pod_list.csv
-  gpufleet simulate --nodes nodes.csv --pods pods.csv --replay timeline
   gpufleet simulate --fleet fleet.yaml --synthetic pods=500
-  gpufleet simulate --bench                           # 10,000 nodes x 8 GPUs, 50,000 replicas")]
+  gpufleet simulate --bench                           # 10,000 nodes x 8 GPUs, 50,000 replicas
+
+The openb files ship in operator/placement/testdata/openb/ (copied unmodified from Alibaba's
+cluster-trace-gpu-v2023).")]
 pub(crate) struct SimulateArgs {
     /// Node CSV (sn,cpu_milli,memory_mib,gpu,model), as Alibaba's openb_node_list.
     #[arg(long, value_name = "CSV", conflicts_with = "fleet")]
     nodes: Option<PathBuf>,
-    /// Pod CSV (name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,…,creation_time,…).
+    /// Pod CSV (name,cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec][,creation_time,…]), as
+    /// openb_pod_list; CPU-only pods take CPU and memory on the GPU nodes.
     #[arg(long, value_name = "CSV")]
     pods: Option<PathBuf>,
     /// The project's YAML fleet format: `nodes`, optional `placements` and `workload`.
@@ -37,12 +49,45 @@ pub(crate) struct SimulateArgs {
     /// seed=N,telemetry=on|off. Without any input, nodes=1000 is generated.
     #[arg(long, value_name = "SPEC")]
     synthetic: Option<String>,
-    /// Strategies to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values = ["fragmentation-aware", "best-fit", "pack", "spread"])]
+    /// Strategies to compare, comma-separated: names, `gpufleet` (fragmentation-aware,
+    /// best-fit, pack, spread), `paper` (the FGD paper's fgd, best-fit-cpu-gpu, gpu-packing,
+    /// gpu-clustering, dot-product, random) or `all`.
+    #[arg(long, value_delimiter = ',', default_values = ["all"])]
     strategy: Vec<String>,
-    /// Offered-load levels to report at, as fractions of GPU capacity.
+    /// Offered-load levels to report at, as fractions of GPU capacity (1.3 = 130%).
     #[arg(long, value_delimiter = ',', default_values = ["1.0", "1.3"])]
     load: Vec<f64>,
+    /// Arrival order: `as-given` (a pod CSV's creation times, then file order) or `shuffle`
+    /// (the paper's: sorted by name, then shuffled with each seed).
+    #[arg(long, value_enum, default_value_t = Order::AsGiven)]
+    order: Order,
+    /// One seed (shuffle, sampling, the random baselines).
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Several seeds, `42..51` or `1,2,3`: one replay each; the table shows their mean, minimum
+    /// and maximum.
+    #[arg(long, value_name = "SEEDS")]
+    seeds: Option<String>,
+    /// The paper's sampling: draw pods with replacement until the offered GPU demand reaches
+    /// this share of the GPU capacity (e.g. 1.3); the replay is exactly those arrivals.
+    #[arg(long, value_name = "SHARE")]
+    tune: Option<f64>,
+    /// A workload family of the paper derived from the pods: gpushare100, multigpu50,
+    /// gpuspec33, cpu250, … (or gpushare:0.8 style shares).
+    #[arg(long, value_name = "FAMILY")]
+    family: Option<String>,
+    /// Soft spreading of a group's replicas for gpufleet's strategies, in GPU-equivalents per
+    /// replica already on a node (default 1; 0 packs purely).
+    #[arg(long, value_name = "GPUS")]
+    spread_weight: Option<f64>,
+    /// Write every decision (seed, strategy, replica, node, GPUs, score terms) to this file:
+    /// CSV when it ends in .csv, JSON lines otherwise.
+    #[arg(long, value_name = "FILE")]
+    decisions: Option<PathBuf>,
+    /// Also compute an upper bound of the GPU allocation any scheduler could reach on the same
+    /// arrivals (an LP relaxation, solved by the planner's LP layer with its simplex solver).
+    #[arg(long)]
+    bound: bool,
     /// Memory of a GPU model the node CSV names (MODEL=MIB), overriding the built-in table.
     #[arg(long = "gpu-memory", value_name = "MODEL=MIB")]
     gpu_memory: Vec<String>,
@@ -57,6 +102,15 @@ pub(crate) struct SimulateArgs {
     /// pods=50000) and time placing every replica, per strategy.
     #[arg(long)]
     bench: bool,
+}
+
+/// The arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Order {
+    /// As read.
+    AsGiven,
+    /// Sorted by name, then shuffled with the seed.
+    Shuffle,
 }
 
 /// Which replay to run.
@@ -77,21 +131,93 @@ enum OutputFormat {
     Json,
 }
 
+/// The most seeds one command replays.
+const MAX_SEEDS: usize = 1_000;
+
+/// Reads `--strategy` (names and the group names `gpufleet`, `paper`, `all`).
+fn strategies(names: &[String]) -> anyhow::Result<Vec<Strategy>> {
+    let mut strategies = Vec::new();
+    for name in names {
+        let group: Vec<Strategy> = match name.as_str() {
+            "all" => Strategy::ALL.into_iter().chain(Strategy::PAPER).collect(),
+            "gpufleet" => Strategy::ALL.to_vec(),
+            "paper" => Strategy::PAPER.to_vec(),
+            other => vec![other.parse::<Strategy>()?],
+        };
+        for strategy in group {
+            if !strategies.contains(&strategy) {
+                strategies.push(strategy);
+            }
+        }
+    }
+    Ok(strategies)
+}
+
+/// Reads `--seeds 42..51` or `--seeds 1,5,9`.
+fn seeds(args: &SimulateArgs) -> anyhow::Result<Vec<u64>> {
+    if let Some(seed) = args.seed {
+        return Ok(vec![seed]);
+    }
+    let Some(text) = &args.seeds else {
+        return Ok(Vec::new());
+    };
+    let fix = "write --seeds FIRST..LAST (e.g. 42..51) or a list (1,2,3)";
+    let seeds: Vec<u64> = if let Some((first, last)) = text.split_once("..") {
+        let first: u64 = first
+            .trim()
+            .parse()
+            .with_context(|| format!("--seeds `{text}`: {fix}"))?;
+        let last: u64 = last
+            .trim()
+            .parse()
+            .with_context(|| format!("--seeds `{text}`: {fix}"))?;
+        if last < first || last - first >= MAX_SEEDS as u64 {
+            bail!(
+                "--seeds `{text}`: give 1 to {MAX_SEEDS} seeds, the first no greater than the last"
+            );
+        }
+        (first..=last).collect()
+    } else {
+        text.split(',')
+            .map(|seed| seed.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--seeds `{text}`: {fix}"))?
+    };
+    if seeds.is_empty() || seeds.len() > MAX_SEEDS {
+        bail!("--seeds `{text}`: give 1 to {MAX_SEEDS} seeds");
+    }
+    Ok(seeds)
+}
+
 /// Runs `gpufleet simulate`.
 pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
-    let strategies = args
-        .strategy
-        .iter()
-        .map(|name| name.parse::<Strategy>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let strategies = strategies(&args.strategy)?;
     if args.bench {
         return bench(args, &strategies);
     }
-    let input = load_input(args)?;
+    let mut input = load_input(args)?;
+    if let Some(family) = &args.family {
+        let family: Family = family.parse()?;
+        input.workload = simulate::family::derive(
+            &input.workload,
+            &input.snapshot.nodes,
+            family,
+            args.seed.unwrap_or(1),
+        )?;
+        input.lifetimes.clear();
+    }
     let options = SimulationOptions {
         strategies,
         load_levels: args.load.clone(),
-        mix: None,
+        order: match args.order {
+            Order::AsGiven => ArrivalOrder::AsGiven,
+            Order::Shuffle => ArrivalOrder::Shuffle,
+        },
+        seeds: seeds(args)?,
+        tune: args.tune,
+        spread_weight: args.spread_weight,
+        record_decisions: args.decisions.is_some(),
+        ..SimulationOptions::default()
     };
     if args.replay == Replay::Timeline {
         let report = simulate::run_timeline(&input, &options)?;
@@ -101,11 +227,88 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let report = simulate::run(&input, &options)?;
+    let mut report = simulate::run(&input, &options)?;
+    if let Some(path) = &args.decisions {
+        write_decisions(path, &report.decisions)?;
+        eprintln!(
+            "wrote {} decisions to {}",
+            report.decisions.len(),
+            path.display()
+        );
+        report.decisions.clear();
+    }
+    if args.bound {
+        report.bound = Some(crate::cli::bound::allocation_bound(
+            &input, &options, &report,
+        )?);
+    }
     match args.output {
         OutputFormat::Table => print!("{}", report.render_table()),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
+    Ok(())
+}
+
+/// Writes the decisions as CSV (`.csv`) or JSON lines.
+fn write_decisions(path: &Path, decisions: &[DecisionRecord]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let csv = path.extension().is_some_and(|extension| extension == "csv");
+    if csv {
+        writeln!(
+            out,
+            "seed,strategy,arrival,replica,gpu_milli,gpu_count,cpu_milli,memory_mib,node,gpus,reason,\
+             strategy_cost,fragmentation_delta_gpus,penalties,spread_penalty,total,offered_load,allocated_share"
+        )?;
+    }
+    for decision in decisions {
+        if csv {
+            let score = decision.score.as_ref();
+            let penalties = score.map(|score| {
+                score.health_penalty
+                    + score.thermal_penalty
+                    + score.power_penalty
+                    + score.utilisation_penalty
+                    + score.telemetry_penalty
+                    + score.numa_penalty
+            });
+            let number =
+                |value: Option<f64>| value.map_or(String::new(), |value| format!("{value:.6}"));
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
+                decision.seed,
+                decision.strategy.name(),
+                decision.arrival,
+                decision.replica,
+                decision.gpu_milli,
+                decision.gpu_count,
+                decision.cpu_milli,
+                decision.memory_mib,
+                decision.node.as_deref().unwrap_or(""),
+                decision
+                    .gpus
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                decision.reason.as_deref().unwrap_or("").replace(',', ";"),
+                number(score.map(|score| score.strategy_cost)),
+                number(score.and_then(|score| score.fragmentation_delta_gpus)),
+                number(penalties),
+                number(score.map(|score| score.spread_penalty)),
+                number(score.map(|score| score.total)),
+                decision.offered_load,
+                decision.allocated_share
+            )?;
+        } else {
+            serde_json::to_writer(&mut out, decision)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -117,7 +320,7 @@ fn bench(args: &SimulateArgs, strategies: &[Strategy]) -> anyhow::Result<()> {
         .parse()?;
     let fleet = synthetic_fleet(&spec);
     let workload = synthetic_workload(&spec);
-    let mix = WorkloadMix::from_requests(&workload, 16);
+    let mix = WorkloadMix::from_requests(&workload, usize::MAX);
     let mut reports = Vec::new();
     for &strategy in strategies {
         reports.push(simulate::throughput(
@@ -218,9 +421,6 @@ fn load_input(args: &SimulateArgs) -> anyhow::Result<SimulationInput> {
     let mut lifetimes = Vec::new();
     let workload = if let Some(path) = &args.pods {
         let trace = simulate::parse_pod_csv(&path.display().to_string(), &read(path)?)?;
-        if trace.cpu_only_pods > 0 {
-            eprintln!("note: left out {} CPU-only pods", trace.cpu_only_pods);
-        }
         lifetimes = trace.lifetimes;
         trace.requests
     } else if !file_workload.is_empty() {

@@ -171,7 +171,7 @@ up() {
     --root-ca-file="$DIR/certs/ca.crt" \
     --cluster-signing-cert-file="$DIR/certs/ca.crt" --cluster-signing-key-file="$DIR/certs/ca.key" \
     --controllers='*,-node-ipam-controller' \
-    --kube-api-qps=500 --kube-api-burst=1000 --v=1
+    --kube-api-qps=500 --kube-api-burst=1000 --v=2
   wait_for kube-controller-manager 60 curl -sfk https://127.0.0.1:10257/healthz
 
   cat >"$DIR/scheduler.yaml" <<EOF
@@ -208,7 +208,15 @@ EOF
       stage_args+=(--config "$KWOK_DIR/stages/$stage")
     fi
   done
+  # gpufleet's own: the kubelet's pod status sync that KWOK's stages lack (see the file).
+  stage_args+=(--config "$here/stages/pod-ready-resync.yaml")
+  # Node leases as a kubelet keeps them (nodeLeaseDurationSeconds 40, renewed every 10 s): the
+  # node lifecycle controller's heartbeat. Without them the standalone binary heartbeats only
+  # through the Node's status, every 10–20 minutes by the heartbeat-with-lease stage, so every
+  # node looks silent 50 s (node-monitor-grace-period) after each status update and all its Pods
+  # are marked NotReady.
   start_daemon kwok "$KWOK_DIR/kwok" --kubeconfig="$KUBECONFIG_FILE" \
+    --node-lease-duration-seconds=40 \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --cidr=10.128.0.0/10 \

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use crate::support::{TestNamespace, client, install_crds, wait_until};
+use crate::support::{Seen, TestNamespace, client, install_crds, wait_until};
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/gpufleet")
@@ -719,7 +719,8 @@ async fn check_rbac(namespaces: &Namespaces<'_>, table: &[Expectations<'_>]) -> 
             Duration::from_secs(30),
             &format!("{account} allowed {first:?}"),
             || {
-                let answer = can_i(namespaces, account, first);
+                let answer = can_i(namespaces, account, first)
+                    .map(|allowed| Seen::done_if(allowed, || "the authorizer says no".to_owned()));
                 async move { answer }
             },
         )

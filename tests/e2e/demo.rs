@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::support::{browse, http_get, tag_with};
 
@@ -69,17 +69,18 @@ impl Demo {
 
     /// Waits until the demo's stdout contains `text`.
     fn wait_printed(&self, text: &str, within: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let printed = self.printed();
-            if printed.contains(text) {
-                return Ok(printed);
-            }
-            if Instant::now() > deadline {
-                bail!("the demo never printed {text:?}; it printed:\n{printed}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        gpufleet_test_support::wait_until_blocking(
+            within,
+            &format!("the demo to print {text:?}"),
+            || {
+                let printed = self.printed();
+                Ok(gpufleet_test_support::Seen::done_if(
+                    printed.contains(text),
+                    || format!("it printed:\n{printed}"),
+                ))
+            },
+        )?;
+        Ok(self.printed())
     }
 
     /// A GET on the demo's dashboard; the body.

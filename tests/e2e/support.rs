@@ -45,21 +45,34 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
                 let crds = crds.clone();
                 let name = name.clone();
                 async move {
-                    let current = crds.get(&name).await?;
-                    Ok(current
+                    let conditions = crds
+                        .get(&name)
+                        .await?
                         .status
                         .and_then(|s| s.conditions)
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        }))
+                        .unwrap_or_default();
+                    let established = conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(Seen::done_if(established, || {
+                        format!("conditions {:?}", condition_summary(&conditions))
+                    }))
                 }
             },
         )
         .await?;
     }
     Ok(())
+}
+
+/// `type=status` of each CRD condition, for wait messages.
+fn condition_summary(
+    conditions: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionCondition],
+) -> Vec<String> {
+    conditions
+        .iter()
+        .map(|c| format!("{}={}", c.type_, c.status))
+        .collect()
 }
 
 /// A namespace of its own for one test, deleted when the guard drops.
@@ -103,26 +116,7 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Polls `check` every 200 ms until it returns true, failing after `timeout` with `what`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use gpufleet_test_support::{Seen, wait_until};
 
 /// Runs kubectl (`GPUFLEET_KUBECTL` or `kubectl` on PATH) against `KUBECONFIG`, returning stdout.
 pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
@@ -199,8 +193,20 @@ pub async fn create_kwok_gpu_nodes(
                 let nodes = nodes.clone();
                 let name = name.clone();
                 async move {
-                    Ok(gpufleet_api::conditions::node_ready(
-                        &nodes.get(&name).await?,
+                    let node = nodes.get(&name).await?;
+                    Ok(Seen::done_if(
+                        gpufleet_api::conditions::node_ready(&node),
+                        || {
+                            format!(
+                                "conditions {:?}",
+                                node.status
+                                    .and_then(|s| s.conditions)
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .map(|c| format!("{}={}", c.type_, c.status))
+                                    .collect::<Vec<_>>()
+                            )
+                        },
                     ))
                 }
             },

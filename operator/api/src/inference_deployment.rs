@@ -175,6 +175,14 @@ pub struct PlacementPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30, max = 120))]
     pub max_temperature_celsius: Option<u32>,
+    /// Soft spreading of the replicas over nodes (and zones, where nodes are labelled
+    /// `topology.kubernetes.io/zone`), in GPU-equivalents: a second replica goes to a node
+    /// already holding one only when that saves more than this much fragmentation per replica
+    /// there. Absent = 1 (spread, as kube-scheduler's default topology spreading does); 0 =
+    /// pure packing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub spread_weight: Option<f64>,
 }
 
 /// How many replicas may be unavailable or extra while replicas are replaced or moved.

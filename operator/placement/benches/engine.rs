@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec: SyntheticSpec = "nodes=10000,gpus=8,pods=50000,mix=inference,seed=42".parse()?;
     let fleet = synthetic_fleet(&spec);
     let workload = synthetic_workload(&spec);
-    let mix = WorkloadMix::from_requests(&workload, 16);
+    let mix = WorkloadMix::from_requests(&workload, usize::MAX);
     println!("== throughput: {spec:?}");
     println!(
         "{:<20} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9}",

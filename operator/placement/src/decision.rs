@@ -70,6 +70,10 @@ pub struct ScoreBreakdown {
     pub telemetry_penalty: f64,
     /// Penalty for a multi-GPU placement spanning NUMA nodes.
     pub numa_penalty: f64,
+    /// Soft spreading: replicas of the same deployment already on the node (and in its zone),
+    /// weighted by the request's spread weight.
+    #[serde(default)]
+    pub spread_penalty: f64,
     /// Sum of the above: what is minimised.
     pub total: f64,
 }

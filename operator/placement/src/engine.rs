@@ -4,18 +4,25 @@
 //!  FleetSnapshot ──► Engine::new ──► nodes (sorted by name) + existing placements applied
 //!                                     │
 //!  ReplicaRequest ─► place ─► shape index (one per distinct GPU request / products / selector):
-//!                              per node: cost of its best candidate, or its rejection reason,
-//!                              kept in a BTreeSet ordered by (cost, node)
-//!                         ─► walk that order, first node passing the group checks (CPU, memory,
-//!                              max per node, anti-affinity, spread) wins ─► Decision
-//!                         ─► apply: update the node's GPUs, mark the node dirty in every shape
-//!                              index (rescored the next time that shape is asked for)
+//!                              per node: the key cost of its best candidate, or its rejection
+//!                              reason, kept in a BTreeSet ordered by (key, node)
+//!                         ─► walk that order: nodes passing the group checks (CPU, memory, max
+//!                              per node, anti-affinity, spread) get their exact cost (key + the
+//!                              replica's own CPU and memory + soft spreading, never below the
+//!                              key); the walk stops at the first key no better than the best
+//!                              exact cost so far ─► Decision
+//!                         ─► apply: update the node's GPUs and fragmentation, mark the node
+//!                              dirty in every shape index (rescored the next time that shape
+//!                              is asked for)
 //! ```
 //!
 //! A decision costs a rescoring of the nodes touched since the shape was last used plus a walk
-//! from the best candidate, instead of a scan of every node and GPU. Everything is ordered
-//! (BTreeMap/BTreeSet, node order by name, costs rounded to micro-GPUs), so the same input gives
-//! the same output; hash maps are only looked up, never iterated into a result.
+//! from the best candidate, instead of a scan of every node and GPU. The key leaves out what
+//! differs between replicas of one GPU shape (their CPU and memory, their group's spreading), so
+//! few shape indexes serve a workload of many task shapes; the walk's stopping rule keeps the
+//! answer exact because those parts only ever add cost. Everything is ordered (BTreeMap/
+//! BTreeSet, node order by name, costs rounded to micro-GPUs), so the same input gives the
+//! same output; hash maps are only looked up, never iterated into a result.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,12 +33,11 @@ use crate::decision::{
     ChosenGpu, Decision, Outcome, RejectReason, Rejection, ScoreBreakdown, Unplaceable,
 };
 use crate::fleet::{FleetSnapshot, GpuHealth, HOSTNAME_LABEL, NodeSnapshot};
+use crate::fragmentation::{Change, FragmentationMeasure, Groups, Host, Model, NodeFragments};
 use crate::request::{GpuRequest, ReplicaRequest};
-use crate::score::{self, Candidate, NodeView, Penalties, ShapeNeeds};
-use crate::state::{
-    Change, CompiledMix, GpuState, MAX_GPUS_PER_NODE, PCIE_DOMAIN, ProductMask, intern_product,
-};
-use crate::strategy::EngineConfig;
+use crate::score::{self, Candidate, NodeView, Penalties, PodTag, Scoring, ShapeNeeds};
+use crate::state::{GpuState, MAX_GPUS_PER_NODE, PCIE_DOMAIN, ProductMask, intern_product};
+use crate::strategy::{EngineConfig, Strategy, TaskShape, WorkloadMix};
 use crate::{Error, Result};
 
 /// Costs are compared as integers of micro-GPUs, so rounding noise never reorders equal nodes.
@@ -48,8 +54,19 @@ fn cost_key(total: f64) -> i64 {
 pub struct Engine {
     config: EngineConfig,
     products: Vec<String>,
-    mix: CompiledMix,
+    /// The fragmentation model scoring and the summary use.
+    model: Model,
+    /// A second measure kept up to date for reports (the FGD paper's), if asked for.
+    tracked: Option<Tracked>,
+    /// What the engine learned of the workload, when learning is on.
+    learner: Option<Learner>,
+    /// State of the seeded generator of the random baselines.
+    random: u64,
+    /// Compute share placements hold on usable GPUs, thousandths (kept up to date).
+    allocated_milli: u64,
     nodes: Vec<NodeState>,
+    /// The zones the fleet's nodes are labelled with, for soft spreading.
+    zones: Vec<String>,
     node_by_name: BTreeMap<String, u32>,
     placements: BTreeMap<String, PlacementRecord>,
     groups: Vec<GroupState>,
@@ -70,8 +87,27 @@ struct NodeState {
     gpus: Vec<GpuState>,
     penalties: Vec<Penalties>,
     gpu_order: Vec<u8>,
+    groups: Groups,
     identities: Vec<ChosenGpu>,
-    fragmentation: f64,
+    fragments: NodeFragments,
+    /// The tracked measure's fragmentation of the node, thousandths.
+    tracked: f64,
+    /// Replicas on the node by kind (for the GPU-clustering baseline).
+    tags: Vec<(PodTag, u32)>,
+    /// Position in the seeded node order that breaks the paper baselines' ties.
+    tie_rank: u32,
+    /// The last host part computed for the node (see `Engine::walk`), until the node changes:
+    /// replicas of one shape arrive in runs, and the nodes walked for one are walked again.
+    host_part: std::cell::Cell<Option<HostPartMemo>>,
+}
+
+/// A memoised host part: what it was computed for, and the value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HostPartMemo {
+    host_after: Host,
+    gpus: u64,
+    request: GpuRequest,
+    value: f64,
 }
 
 impl NodeState {
@@ -80,7 +116,31 @@ impl NodeState {
             gpus: &self.gpus,
             penalties: &self.penalties,
             gpu_order: &self.gpu_order,
-            fragmentation: self.fragmentation,
+            groups: &self.groups,
+            fragments: &self.fragments,
+            host: self.host(),
+            tags: &self.tags,
+        }
+    }
+
+    fn host(&self) -> Host {
+        Host {
+            cpu_milli: self.cpu_free,
+            memory_mib: self.memory_free,
+        }
+    }
+
+    fn tag(&mut self, tag: PodTag, added: bool) {
+        match self.tags.iter_mut().find(|(known, _)| *known == tag) {
+            Some((_, count)) => {
+                *count = if added {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
+            }
+            None if added => self.tags.push((tag, 1)),
+            None => {}
         }
     }
 
@@ -110,6 +170,30 @@ struct PlacementRecord {
     in_flight: bool,
     cpu_milli: u64,
     host_memory_mib: u64,
+    tag: PodTag,
+}
+
+/// A second fragmentation measure the engine keeps per node for reports.
+#[derive(Debug)]
+struct Tracked {
+    model: Model,
+    /// Σ over nodes, thousandths.
+    total: f64,
+}
+
+/// The workload the engine has seen, decayed, and the mix it scores with now.
+#[derive(Debug)]
+struct Learner {
+    settings: crate::strategy::MixLearning,
+    prior: WorkloadMix,
+    /// Decayed arrival counts per task shape.
+    learned: BTreeMap<TaskShape, f64>,
+    /// The normalised distribution the model in use was built from.
+    in_use: BTreeMap<TaskShape, f64>,
+    /// Multiplier per arrival that halves a weight over the half-life.
+    decay: f64,
+    /// Arrivals counted.
+    arrivals: u64,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +238,8 @@ struct ShapeKey {
     min_capability: Option<crate::fleet::ComputeCapability>,
     selector: Vec<(String, String)>,
     headroom_mib: u64,
+    /// CPU and memory, for strategies whose ranking depends on them.
+    host_need: Option<(u64, u64)>,
 }
 
 /// The result of walking a shape index for one request.
@@ -176,7 +262,8 @@ struct ShapeIndex {
     key: ShapeKey,
     needs: ShapeNeeds,
     entries: Vec<Entry>,
-    ranked: BTreeSet<(i64, u32)>,
+    /// Feasible nodes by (key cost, tie rank, node).
+    ranked: BTreeSet<(i64, u32, u32)>,
     rejected: [u32; RejectReason::ALL.len()],
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
@@ -209,8 +296,11 @@ pub struct FleetSummary {
     /// Of which allocated to placements.
     pub allocated_milli: u64,
     /// Of the free capacity, the share the workload mix is expected not to be able to use
-    /// (FGD's fragmentation), in thousandths of a GPU.
+    /// (by the engine's fragmentation measure), in thousandths of a GPU.
     pub fragmented_milli: f64,
+    /// The same by the tracked measure ([`Engine::track_fragmentation`]), if one is tracked.
+    #[serde(default)]
+    pub tracked_fragmented_milli: Option<f64>,
     /// Placements the engine accounts for.
     pub placements: u32,
 }
@@ -300,11 +390,51 @@ impl Engine {
             }
             raw_nodes.push(build_node(node, &config, &mut products)?);
         }
-        let mix = CompiledMix::new(&config.mix, &products, config.default_memory_headroom_mib)?;
+        let model = Model::new(
+            &config.mix,
+            &products,
+            config.default_memory_headroom_mib,
+            score::measure_of(&config),
+            config.cpu_balance_weight,
+        )?;
+        let learner = config.learning.map(|settings| Learner {
+            settings,
+            prior: config.mix.clone(),
+            learned: BTreeMap::new(),
+            in_use: BTreeMap::new(),
+            decay: 0.5_f64.powf(1.0 / settings.half_life_arrivals.max(1.0)),
+            arrivals: 0,
+        });
+        // The paper's baselines break ties by a seeded node order, as its artifact does by
+        // renaming the nodes in a random order.
+        let mut random = config.seed ^ 0x6A09_E667_F3BC_C909;
+        let mut ranks: Vec<u32> = (0..u32::try_from(raw_nodes.len()).unwrap_or(u32::MAX)).collect();
+        for position in (1..ranks.len()).rev() {
+            let other = (next_random(&mut random) % (position as u64 + 1)) as usize;
+            ranks.swap(position, other);
+        }
+        for (node, rank) in raw_nodes.iter_mut().zip(ranks) {
+            node.tie_rank = if config.strategy.breaks_ties_at_random() {
+                rank
+            } else {
+                0
+            };
+        }
+        let zones: Vec<String> = raw_nodes
+            .iter()
+            .filter_map(|node| node.labels.get(ZONE_LABEL).cloned())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
         let mut engine = Engine {
+            zones,
             config,
             products,
-            mix,
+            model,
+            tracked: None,
+            learner,
+            random,
+            allocated_milli: 0,
             nodes: raw_nodes,
             node_by_name,
             placements: BTreeMap::new(),
@@ -317,9 +447,41 @@ impl Engine {
             engine.apply_existing(placement)?;
         }
         for node in &mut engine.nodes {
-            node.fragmentation = engine.mix.fragmentation(&node.gpus, &Change::NONE);
+            node.fragments =
+                engine
+                    .model
+                    .node(&node.gpus, &node.groups, &Change::NONE, node.host());
         }
         Ok(engine)
+    }
+
+    /// Keeps a second fragmentation measure up to date, node by node, for reports: `mix` under
+    /// `measure` (the FGD paper's measure against its target workload, say). Its fleet total is
+    /// [`FleetSummary::tracked_fragmented_milli`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidMix`] for a mix the engine cannot use.
+    pub fn track_fragmentation(
+        &mut self,
+        mix: &WorkloadMix,
+        measure: FragmentationMeasure,
+    ) -> Result<()> {
+        let model = Model::new(
+            mix,
+            &self.products,
+            self.config.default_memory_headroom_mib,
+            measure,
+            self.config.cpu_balance_weight,
+        )?;
+        let mut total = 0.0;
+        for node in &mut self.nodes {
+            node.tracked = model
+                .node(&node.gpus, &node.groups, &Change::NONE, node.host())
+                .unusable;
+            total += node.tracked;
+        }
+        self.tracked = Some(Tracked { model, total });
+        Ok(())
     }
 
     fn apply_existing(&mut self, placement: &crate::fleet::ExistingPlacement) -> Result<()> {
@@ -395,6 +557,12 @@ impl Engine {
         }
         subtract(&mut node.cpu_free, placement.cpu_milli);
         subtract(&mut node.memory_free, placement.memory_mib);
+        let tag = if placement.gpu_milli >= 1000 {
+            PodTag::Whole(u32::try_from(placement.gpus.len()).unwrap_or(u32::MAX))
+        } else {
+            PodTag::Shared
+        };
+        node.tag(tag, true);
         let group = self.group_id(&placement.group);
         self.record(
             placement.id.clone(),
@@ -407,6 +575,7 @@ impl Engine {
                 in_flight,
                 cpu_milli: placement.cpu_milli,
                 host_memory_mib: placement.memory_mib,
+                tag,
             },
         );
         Ok(())
@@ -433,6 +602,7 @@ impl Engine {
                 problem: "is already placed; replica names must be unique".to_owned(),
             });
         }
+        self.learn(request);
         let walk = self.walk(request);
         let Some((node, candidate)) = walk.chosen else {
             return Ok(Outcome::Unplaceable(self.unplaceable(
@@ -462,8 +632,10 @@ impl Engine {
             .map(|(node, candidate)| (self.nodes[node as usize].name.clone(), candidate.breakdown)))
     }
 
-    /// Brings the request's shape index up to date and walks it from the best candidate to the
-    /// first node that also passes the group checks.
+    /// Brings the request's shape index up to date and walks it from the best key: every node
+    /// that passes the group checks gets its exact cost, and the walk stops at the first key
+    /// that cannot beat the best exact cost found (exact costs are never below their key).
+    /// Ties go to the node first in walk order.
     fn walk(&mut self, request: &ReplicaRequest) -> Walk {
         let group = self.group_id(&request.group);
         let shape = self.shape_id(request);
@@ -475,20 +647,189 @@ impl Engine {
             chosen: None,
             rejected: [0; RejectReason::ALL.len()],
         };
+        let strategy = self.config.strategy;
         let index = &self.shapes[shape];
         let group_state = &self.groups[group as usize];
-        for &(_, node) in &index.ranked {
-            match admits(&self.nodes[node as usize], node, group_state, request) {
-                Ok(()) => {
-                    if let Entry::Feasible { candidate, .. } = &index.entries[node as usize] {
-                        walk.chosen = Some((node, *candidate));
-                    }
-                    break;
+        if strategy == Strategy::Random {
+            let mut feasible = Vec::new();
+            for &(_, _, node) in &index.ranked {
+                match admits(&self.nodes[node as usize], node, group_state, request) {
+                    Ok(()) => feasible.push(node),
+                    Err(reason) => walk.rejected[reason.position()] += 1,
                 }
-                Err(reason) => walk.rejected[reason.position()] += 1,
+            }
+            if !feasible.is_empty() {
+                let pick =
+                    feasible[(next_random(&mut self.random) % feasible.len() as u64) as usize];
+                if let Entry::Feasible { candidate, .. } =
+                    &self.shapes[shape].entries[pick as usize]
+                {
+                    walk.chosen = Some((pick, *candidate));
+                }
+            }
+            return walk;
+        }
+        let refine = strategy.refines_with_host()
+            && index.needs.host_need.is_none()
+            && (request.cpu_milli > 0 || request.memory_mib > 0);
+        let spread_weight = if strategy.is_paper() {
+            0.0
+        } else {
+            request
+                .spread_weight
+                .unwrap_or(self.config.spread_weight)
+                .max(0.0)
+        };
+        let scoring = Scoring {
+            config: &self.config,
+            model: &self.model,
+        };
+        let zone_floor = self
+            .zones
+            .iter()
+            .map(|zone| {
+                group_state
+                    .keys
+                    .get(ZONE_LABEL)
+                    .and_then(|counts| counts.per_domain.get(zone))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0);
+        let mut best: Option<(i64, u32, Candidate)> = None;
+        for &(key, _, node) in &index.ranked {
+            if best.as_ref().is_some_and(|(cost, _, _)| key >= *cost) {
+                break;
+            }
+            let state = &self.nodes[node as usize];
+            if let Err(reason) = admits(state, node, group_state, request) {
+                walk.rejected[reason.position()] += 1;
+                continue;
+            }
+            let Entry::Feasible { candidate, .. } = &index.entries[node as usize] else {
+                continue;
+            };
+            let mut candidate = *candidate;
+            if refine {
+                let host_after = state.host().minus(request.cpu_milli, request.memory_mib);
+                // The balance term's rise is part of the exact cost and costs nothing to know:
+                // a node it already puts behind the best is not evaluated again.
+                let free_after = state
+                    .gpus
+                    .iter()
+                    .filter(|gpu| gpu.usable())
+                    .map(|gpu| u64::from(gpu.free_milli()))
+                    .sum::<u64>()
+                    .saturating_sub(request.gpu.total_milli());
+                let rise = self
+                    .model
+                    .balance_rise(free_after, state.host(), host_after)
+                    / 1000.0;
+                let lower = key as f64 / 1e6 + rise;
+                if best
+                    .as_ref()
+                    .is_some_and(|(cost, _, _)| cost_key(lower) >= *cost)
+                {
+                    continue;
+                }
+                // The GPUs the key chose, costed with the replica's CPU and memory taken:
+                // which GPUs of a node suit a replica best hardly depends on its CPU, and
+                // costing one choice instead of every one keeps a decision in microseconds.
+                let memo = state.host_part.get().filter(|memo| {
+                    memo.host_after == host_after
+                        && memo.gpus == candidate.gpus
+                        && memo.request == request.gpu
+                });
+                let extra = match memo {
+                    Some(memo) => memo.value,
+                    None if self.model.weights_unchanged(state.host(), host_after) => rise,
+                    None => {
+                        let value = score::host_part(
+                            &state.view(),
+                            &index.needs,
+                            &scoring,
+                            candidate.gpus,
+                            host_after,
+                        );
+                        state.host_part.set(Some(HostPartMemo {
+                            host_after,
+                            gpus: candidate.gpus,
+                            request: request.gpu,
+                            value,
+                        }));
+                        value
+                    }
+                };
+                candidate.breakdown.strategy_cost += extra;
+                candidate.breakdown.total += extra;
+                candidate.breakdown.fragmentation_delta_gpus = candidate
+                    .breakdown
+                    .fragmentation_delta_gpus
+                    .map(|delta| delta + extra);
+            }
+            let spread = if spread_weight > 0.0 {
+                spread_weight * spread_count(state, node, group_state, zone_floor)
+            } else {
+                0.0
+            };
+            candidate.breakdown.spread_penalty = spread;
+            candidate.breakdown.total += spread;
+            let cost = cost_key(candidate.breakdown.total);
+            if best
+                .as_ref()
+                .is_none_or(|(best_cost, _, _)| cost < *best_cost)
+            {
+                best = Some((cost, node, candidate));
             }
         }
+        walk.chosen = best.map(|(_, node, candidate)| (node, candidate));
         walk
+    }
+
+    /// Counts an arrival towards the learned mix and switches the model when the mix has
+    /// drifted far enough from the one in use.
+    fn learn(&mut self, request: &ReplicaRequest) {
+        let Some(learner) = &mut self.learner else {
+            return;
+        };
+        for weight in learner.learned.values_mut() {
+            *weight *= learner.decay;
+        }
+        *learner.learned.entry(TaskShape::of(request)).or_default() += 1.0;
+        let arrivals: f64 = learner.learned.values().sum();
+        learner.arrivals += 1;
+        // Looking costs a pass over the shapes: every 32 arrivals is often enough.
+        if !learner.arrivals.is_multiple_of(32) {
+            return;
+        }
+        let blended = learner.blend();
+        if learner.in_use.is_empty() {
+            learner.in_use = learner.prior_distribution();
+        }
+        let drift = total_variation(&blended, &learner.in_use);
+        if drift <= learner.settings.refresh_drift || arrivals < 1.0 {
+            return;
+        }
+        let mix = WorkloadMix {
+            entries: blended
+                .iter()
+                .map(|(shape, probability)| shape.clone().entry(*probability))
+                .collect(),
+        };
+        learner.in_use = blended;
+        if let Ok(model) = Model::new(
+            &mix,
+            &self.products,
+            self.config.default_memory_headroom_mib,
+            score::measure_of(&self.config),
+            self.config.cpu_balance_weight,
+        ) {
+            self.model = model;
+            for node in 0..self.nodes.len() {
+                self.touch(u32::try_from(node).unwrap_or(u32::MAX));
+            }
+        }
     }
 
     /// Places each request in order.
@@ -546,6 +887,8 @@ impl Engine {
         let has_telemetry = node.gpus.iter().any(|gpu| gpu.observed_free_mib.is_some());
         subtract(&mut node.cpu_free, request.cpu_milli);
         subtract(&mut node.memory_free, request.memory_mib);
+        let tag = PodTag::of(request.gpu);
+        node.tag(tag, true);
         let decision = Decision {
             replica: request.name.clone(),
             group: request.group.clone(),
@@ -566,6 +909,7 @@ impl Engine {
                 in_flight: has_telemetry,
                 cpu_milli: request.cpu_milli,
                 host_memory_mib: request.memory_mib,
+                tag,
             },
         );
         decision
@@ -586,10 +930,14 @@ impl Engine {
         let node = &mut self.nodes[record.node as usize];
         for position in node.positions(record.gpus).collect::<Vec<_>>() {
             let gpu = &mut node.gpus[position];
+            if gpu.usable() {
+                self.allocated_milli = self.allocated_milli.saturating_sub(u64::from(record.milli));
+            }
             release(gpu, &record, position);
         }
         add(&mut node.cpu_free, record.cpu_milli);
         add(&mut node.memory_free, record.host_memory_mib);
+        node.tag(record.tag, false);
         self.count(record.group, record.node, false);
         self.touch(record.node);
         Ok(())
@@ -617,8 +965,20 @@ impl Engine {
                     release(&mut after[position], record, position);
                     penalty += node.penalties[position].total();
                 }
-                let delta =
-                    (self.mix.fragmentation(&after, &Change::NONE) - node.fragmentation) / 1000.0;
+                let host_after = Host {
+                    cpu_milli: node
+                        .cpu_free
+                        .map(|free| free.saturating_add(saturating_i64(record.cpu_milli))),
+                    memory_mib: node
+                        .memory_free
+                        .map(|free| free.saturating_add(saturating_i64(record.host_memory_mib))),
+                };
+                let delta = (self
+                    .model
+                    .node(&after, &node.groups, &Change::NONE, host_after)
+                    .value
+                    - node.fragments.value)
+                    / 1000.0;
                 let key = (cost_key(delta), -cost_key(penalty));
                 if best.as_ref().is_none_or(|(best_key, _, _)| key < *best_key) {
                     best = Some((key, id, delta));
@@ -640,6 +1000,19 @@ impl Engine {
         removals
     }
 
+    /// Compute share allocated on usable GPUs, thousandths: [`FleetSummary::allocated_milli`]
+    /// without the walk over every GPU (the simulator reads it after every arrival).
+    #[must_use]
+    pub fn allocated_milli(&self) -> u64 {
+        self.allocated_milli
+    }
+
+    /// The tracked measure's fleet total ([`Engine::track_fragmentation`]), thousandths.
+    #[must_use]
+    pub fn tracked_fragmentation(&self) -> Option<f64> {
+        self.tracked.as_ref().map(|tracked| tracked.total)
+    }
+
     /// Fleet-wide totals now.
     #[must_use]
     pub fn summary(&self) -> FleetSummary {
@@ -649,6 +1022,7 @@ impl Engine {
             capacity_milli: 0,
             allocated_milli: 0,
             fragmented_milli: 0.0,
+            tracked_fragmented_milli: self.tracked.as_ref().map(|tracked| tracked.total),
             placements: u32::try_from(self.placements.len()).unwrap_or(u32::MAX),
         };
         for node in &self.nodes {
@@ -657,7 +1031,7 @@ impl Engine {
                 summary.capacity_milli += 1000;
                 summary.allocated_milli += u64::from(gpu.allocated_milli.min(1000));
             }
-            summary.fragmented_milli += node.fragmentation;
+            summary.fragmented_milli += node.fragments.unusable;
         }
         summary
     }
@@ -696,6 +1070,11 @@ impl Engine {
 
     fn record(&mut self, id: String, record: PlacementRecord) {
         let (group, node) = (record.group, record.node);
+        let usable = self.nodes[node as usize]
+            .positions(record.gpus)
+            .filter(|&position| self.nodes[node as usize].gpus[position].usable())
+            .count() as u64;
+        self.allocated_milli += usable * u64::from(record.milli);
         self.groups[group as usize].members.insert(id.clone());
         self.placements.insert(id, record);
         self.count(group, node, true);
@@ -735,7 +1114,18 @@ impl Engine {
     /// Marks a node's scores stale in every shape index and refreshes its fragmentation.
     fn touch(&mut self, node: u32) {
         let state = &mut self.nodes[node as usize];
-        state.fragmentation = self.mix.fragmentation(&state.gpus, &Change::NONE);
+        state.host_part.set(None);
+        state.fragments = self
+            .model
+            .node(&state.gpus, &state.groups, &Change::NONE, state.host());
+        if let Some(tracked) = &mut self.tracked {
+            let value = tracked
+                .model
+                .node(&state.gpus, &state.groups, &Change::NONE, state.host())
+                .unusable;
+            tracked.total += value - state.tracked;
+            state.tracked = value;
+        }
         for shape in &mut self.shapes {
             if !shape.is_dirty[node as usize] {
                 shape.is_dirty[node as usize] = true;
@@ -757,6 +1147,11 @@ impl Engine {
             headroom_mib: request
                 .memory_headroom_mib
                 .unwrap_or(self.config.default_memory_headroom_mib),
+            // A request without GPUs differs from others of its shape only in its CPU and
+            // memory: rank it exactly (its key is all there is), not by a walk from 0.
+            host_need: (self.config.strategy.ranks_by_host_need()
+                || request.gpu == GpuRequest::NoGpu)
+                .then_some((request.cpu_milli, request.memory_mib)),
         };
         if let Some(&id) = self.shape_by_key.get(&key) {
             return id;
@@ -766,6 +1161,7 @@ impl Engine {
             products: key.products,
             min_capability: key.min_capability,
             headroom_mib: key.headroom_mib,
+            host_need: key.host_need,
         };
         let mut index = ShapeIndex {
             key: key.clone(),
@@ -779,7 +1175,7 @@ impl Engine {
         };
         for (position, node) in self.nodes.iter().enumerate() {
             let entry = self.score_node(node, &index);
-            insert_entry(&mut index, position as u32, &entry);
+            insert_entry(&mut index, position as u32, node.tie_rank, &entry);
             index.entries.push(entry);
         }
         let id = self.shapes.len();
@@ -800,7 +1196,28 @@ impl Engine {
         if !selected {
             return Entry::Rejected(RejectReason::NodeSelectorMismatch);
         }
-        match score::evaluate(&node.view(), &index.needs, &self.config, &self.mix) {
+        let scoring = Scoring {
+            config: &self.config,
+            model: &self.model,
+        };
+        match score::evaluate(&node.view(), &index.needs, &scoring, None) {
+            // A shape keyed by its CPU and memory knows whether they fit: nodes without them
+            // leave the ranking instead of being walked past.
+            Ok(_)
+                if index.needs.host_need.is_some_and(|(cpu, _)| {
+                    node.cpu_free.is_some_and(|free| free < saturating_i64(cpu))
+                }) =>
+            {
+                Entry::Rejected(RejectReason::InsufficientCpu)
+            }
+            Ok(_)
+                if index.needs.host_need.is_some_and(|(_, memory)| {
+                    node.memory_free
+                        .is_some_and(|free| free < saturating_i64(memory))
+                }) =>
+            {
+                Entry::Rejected(RejectReason::InsufficientHostMemory)
+            }
             Ok(candidate) => Entry::Feasible {
                 cost: cost_key(candidate.breakdown.total),
                 candidate,
@@ -814,14 +1231,15 @@ impl Engine {
         let dirty = std::mem::take(&mut self.shapes[shape].dirty);
         for &node in &dirty {
             let entry = self.score_node(&self.nodes[node as usize], &self.shapes[shape]);
+            let tie_rank = self.nodes[node as usize].tie_rank;
             let index = &mut self.shapes[shape];
             match &index.entries[node as usize] {
                 Entry::Feasible { cost, .. } => {
-                    index.ranked.remove(&(*cost, node));
+                    index.ranked.remove(&(*cost, tie_rank, node));
                 }
                 Entry::Rejected(reason) => index.rejected[reason.position()] -= 1,
             }
-            insert_entry(index, node, &entry);
+            insert_entry(index, node, tie_rank, &entry);
             index.entries[node as usize] = entry;
             index.is_dirty[node as usize] = false;
         }
@@ -832,10 +1250,15 @@ impl Engine {
 
     /// Starts counting the group's replicas per domain for the request's topology keys.
     fn track_keys(&mut self, group: u32, shape: usize, request: &ReplicaRequest) {
+        // Soft spreading counts replicas per zone; only where it is on.
+        let zone = ZONE_LABEL.to_owned();
+        let spreads_softly = !self.config.strategy.is_paper()
+            && request.spread_weight.unwrap_or(self.config.spread_weight) > 0.0;
         let keys = request
             .anti_affinity_keys
             .iter()
-            .chain(request.topology_spread.iter().map(|spread| &spread.key));
+            .chain(request.topology_spread.iter().map(|spread| &spread.key))
+            .chain(spreads_softly.then_some(&zone));
         for key in keys {
             let nodes = &self.nodes;
             let group_state = &mut self.groups[group as usize];
@@ -915,13 +1338,13 @@ fn admits(
 ) -> std::result::Result<(), RejectReason> {
     if node
         .cpu_free
-        .is_some_and(|free| free < request.cpu_milli as i64)
+        .is_some_and(|free| free < saturating_i64(request.cpu_milli))
     {
         return Err(RejectReason::InsufficientCpu);
     }
     if node
         .memory_free
-        .is_some_and(|free| free < request.memory_mib as i64)
+        .is_some_and(|free| free < saturating_i64(request.memory_mib))
     {
         return Err(RejectReason::InsufficientHostMemory);
     }
@@ -962,12 +1385,84 @@ fn admits(
     Ok(())
 }
 
-fn insert_entry(index: &mut ShapeIndex, node: u32, entry: &Entry) {
+fn insert_entry(index: &mut ShapeIndex, node: u32, tie_rank: u32, entry: &Entry) {
     match entry {
         Entry::Feasible { cost, .. } => {
-            index.ranked.insert((*cost, node));
+            index.ranked.insert((*cost, tie_rank, node));
         }
         Entry::Rejected(reason) => index.rejected[reason.position()] += 1,
+    }
+}
+
+/// Replicas of the group on the node, plus half of how many more its zone holds than the
+/// zone holding fewest (`zone_floor`): what soft spreading charges for. Relative, so evenly
+/// spread zones cost nothing.
+fn spread_count(node: &NodeState, node_index: u32, group: &GroupState, zone_floor: u32) -> f64 {
+    let here = group.per_node.get(&node_index).copied().unwrap_or(0);
+    let zone = node
+        .labels
+        .get(ZONE_LABEL)
+        .and_then(|zone| group.keys.get(ZONE_LABEL)?.per_domain.get(zone))
+        .copied()
+        .unwrap_or(0);
+    f64::from(here) + 0.5 * f64::from(zone.saturating_sub(zone_floor))
+}
+
+/// The zone label soft spreading counts by, as kube-scheduler's default spreading does.
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// SplitMix64: the seeded stream of the random baselines and tie orders.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut value = *state;
+    value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    value ^ (value >> 31)
+}
+
+/// Total-variation distance between two distributions over task shapes.
+fn total_variation(left: &BTreeMap<TaskShape, f64>, right: &BTreeMap<TaskShape, f64>) -> f64 {
+    let mut distance = 0.0;
+    for (shape, probability) in left {
+        distance += (probability - right.get(shape).copied().unwrap_or(0.0)).abs();
+    }
+    for (shape, probability) in right {
+        if !left.contains_key(shape) {
+            distance += probability;
+        }
+    }
+    distance / 2.0
+}
+
+impl Learner {
+    /// The prior, normalised, by task shape.
+    fn prior_distribution(&self) -> BTreeMap<TaskShape, f64> {
+        let total: f64 = self.prior.entries.iter().map(|entry| entry.weight).sum();
+        let mut distribution = BTreeMap::new();
+        for entry in &self.prior.entries {
+            *distribution.entry(TaskShape::of_entry(entry)).or_default() +=
+                entry.weight / total.max(f64::MIN_POSITIVE);
+        }
+        distribution
+    }
+
+    /// `prior_weight × prior + learned`, normalised.
+    fn blend(&self) -> BTreeMap<TaskShape, f64> {
+        let mut blended: BTreeMap<TaskShape, f64> = self
+            .prior_distribution()
+            .into_iter()
+            .map(|(shape, probability)| (shape, probability * self.settings.prior_weight))
+            .collect();
+        for (shape, weight) in &self.learned {
+            *blended.entry(shape.clone()).or_default() += weight;
+        }
+        let total: f64 = blended.values().sum();
+        if total > 0.0 {
+            for probability in blended.values_mut() {
+                *probability /= total;
+            }
+        }
+        blended
     }
 }
 
@@ -981,15 +1476,20 @@ fn release(gpu: &mut GpuState, record: &PlacementRecord, position: usize) {
     }
 }
 
+/// `amount` as an i64, saturating: requests beyond i64 are absurd, never negative.
+fn saturating_i64(amount: u64) -> i64 {
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
 fn subtract(free: &mut Option<i64>, amount: u64) {
     if let Some(free) = free {
-        *free -= amount as i64;
+        *free = free.saturating_sub(saturating_i64(amount));
     }
 }
 
 fn add(free: &mut Option<i64>, amount: u64) {
     if let Some(free) = free {
-        *free += amount as i64;
+        *free = free.saturating_add(saturating_i64(amount));
     }
 }
 
@@ -1066,6 +1566,7 @@ fn build_node(
             .cmp(&cost_key(right_gpu.penalty))
             .then(left.cmp(&right))
     });
+    let groups = Groups::of(&gpus);
     let gate = if !node.ready {
         Some(RejectReason::NodeNotReady)
     } else if !node.heartbeat_fresh {
@@ -1077,13 +1578,18 @@ fn build_node(
         name: node.name.clone(),
         labels: node.labels.clone(),
         gate,
-        cpu_free: node.cpu_milli.map(|cpu| cpu as i64),
-        memory_free: node.memory_mib.map(|memory| memory as i64),
+        cpu_free: node.cpu_milli.map(saturating_i64),
+        memory_free: node.memory_mib.map(saturating_i64),
         telemetry_observed_at_ms: node.telemetry_observed_at_ms,
         gpus,
         penalties,
         gpu_order,
+        groups,
         identities,
-        fragmentation: 0.0,
+        fragments: NodeFragments::default(),
+        tracked: 0.0,
+        tags: Vec::new(),
+        tie_rank: 0,
+        host_part: std::cell::Cell::new(None),
     })
 }

@@ -66,5 +66,6 @@ pub fn request_for(
         })
         .collect();
     request.memory_headroom_mib = spec.placement.memory_headroom_mib;
+    request.spread_weight = spec.placement.spread_weight;
     request
 }

@@ -31,6 +31,7 @@
 mod decision;
 mod engine;
 mod fleet;
+mod fragmentation;
 #[cfg(feature = "api")]
 mod from_api;
 mod request;
@@ -47,10 +48,11 @@ pub use fleet::{
     ComputeCapability, ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, HOSTNAME_LABEL,
     NodeSnapshot,
 };
+pub use fragmentation::FragmentationMeasure;
 #[cfg(feature = "api")]
 pub use from_api::{request_for, strategy_of};
 pub use request::{GpuRequest, MemoryNeed, ReplicaRequest, TopologySpread};
-pub use strategy::{EngineConfig, MixEntry, ScoreWeights, Strategy, WorkloadMix};
+pub use strategy::{EngineConfig, MixEntry, MixLearning, ScoreWeights, Strategy, WorkloadMix};
 
 /// Everything that can go wrong; each message names the field (or CSV line and column) and
 /// says how to fix it.
@@ -98,7 +100,9 @@ pub enum Error {
     )]
     TooManyProducts,
     /// A strategy name that does not exist.
-    #[error("unknown strategy `{given}`; use one of fragmentation-aware, best-fit, pack, spread")]
+    #[error(
+        "unknown strategy `{given}`; use one of fragmentation-aware, best-fit, pack, spread (gpufleet's) or fgd, best-fit-cpu-gpu, gpu-packing, gpu-clustering, dot-product, random (the FGD paper's)"
+    )]
     UnknownStrategy {
         /// What was given.
         given: String,

@@ -47,12 +47,22 @@ pub struct ReplicaRequest {
     /// against KV-cache growth and telemetry lag); `None` uses the engine's default.
     #[serde(default)]
     pub memory_headroom_mib: Option<u64>,
+    /// Soft spreading of the group's replicas across nodes and zones, in GPU-equivalents per
+    /// replica already there (see [`crate::EngineConfig::spread_weight`]); `None` uses the
+    /// engine's default, 0 packs purely.
+    #[serde(default)]
+    pub spread_weight: Option<f64>,
 }
 
 /// The GPU part of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
 pub enum GpuRequest {
+    /// No GPU: a CPU-only task (trace replays place them on GPU nodes, where they take CPU and
+    /// host memory other tasks' GPUs may need). The operator never asks for one: an
+    /// InferenceDeployment always names GPUs.
+    #[serde(rename = "none")]
+    NoGpu,
     /// `count` whole GPUs, all in one NVLink group, used exclusively.
     #[serde(rename_all = "camelCase")]
     Whole {
@@ -98,6 +108,7 @@ impl GpuRequest {
     #[must_use]
     pub fn milli_per_gpu(&self) -> u32 {
         match self {
+            GpuRequest::NoGpu => 0,
             GpuRequest::Whole { .. } => 1000,
             GpuRequest::Fraction { milli, .. } => *milli,
         }
@@ -107,16 +118,18 @@ impl GpuRequest {
     #[must_use]
     pub fn gpu_count(&self) -> u32 {
         match self {
+            GpuRequest::NoGpu => 0,
             GpuRequest::Whole { count, .. } => *count,
             GpuRequest::Fraction { .. } => 1,
         }
     }
 
-    /// The memory need per GPU.
+    /// The memory need per GPU; `None` for a request without GPUs.
     #[must_use]
-    pub fn memory(&self) -> MemoryNeed {
+    pub fn memory(&self) -> Option<MemoryNeed> {
         match self {
-            GpuRequest::Whole { memory, .. } | GpuRequest::Fraction { memory, .. } => *memory,
+            GpuRequest::NoGpu => None,
+            GpuRequest::Whole { memory, .. } | GpuRequest::Fraction { memory, .. } => Some(*memory),
         }
     }
 
@@ -130,8 +143,9 @@ impl GpuRequest {
     #[must_use]
     pub fn memory_need_mib(&self, capacity_mib: u64) -> u64 {
         match self.memory() {
-            MemoryNeed::Mib(mib) => mib,
-            MemoryNeed::ShareOfCapacity => {
+            None => 0,
+            Some(MemoryNeed::Mib(mib)) => mib,
+            Some(MemoryNeed::ShareOfCapacity) => {
                 capacity_mib.saturating_mul(u64::from(self.milli_per_gpu())) / 1000
             }
         }
@@ -170,7 +184,7 @@ impl GpuRequest {
             }
             _ => {}
         }
-        if self.memory() == MemoryNeed::Mib(0) {
+        if self.memory() == Some(MemoryNeed::Mib(0)) {
             return Err(invalid(
                 "gpu.memory",
                 "is 0 MiB; give the model's memory need per GPU, or shareOfCapacity".to_owned(),
@@ -197,6 +211,7 @@ impl ReplicaRequest {
             anti_affinity_keys: Vec::new(),
             topology_spread: Vec::new(),
             memory_headroom_mib: None,
+            spread_weight: None,
         }
     }
 }

@@ -1,16 +1,31 @@
 //! Scoring one node for one request shape: feasibility by GPU, the best GPUs on the node under
 //! the strategy, and the cost breakdown. Pure functions of the node's state.
+//!
+//! Every cost is "lower is better". For the fragmentation strategies the engine ranks nodes by
+//! the GPU part of a decision (its `key`) and adds the host part (the CPU and memory the
+//! replica takes, which can only raise fragmentation) for the nodes it walks: [`evaluate`]
+//! with `host_after` gives that exact cost.
+
+use std::borrow::Cow;
 
 use crate::decision::{RejectReason, ScoreBreakdown};
 use crate::fleet::{ComputeCapability, GpuSnapshot};
+use crate::fragmentation::{
+    Change, FragmentationMeasure, Groups, Host, HostChange, Model, NodeFragments,
+};
 use crate::request::GpuRequest;
-use crate::state::{Change, CompiledMix, GpuState, ProductMask};
+use crate::state::{GpuState, ProductMask};
 use crate::strategy::{EngineConfig, ScoreWeights, Strategy};
 
 /// Weight of the within-node tie-break terms (which GPU or NVLink group on a node). Those terms
 /// lie in 0–1, so they decide only between candidates whose node-level terms differ by less
 /// than the smallest share a request can ask for (a thousandth of a GPU).
 const TIE_BREAK: f64 = 1e-4;
+
+/// The FGD artifact's normalisation of CPU and GPU in its baselines: the largest node of its
+/// cluster, 128 cores and 8 GPUs.
+const MAX_SPEC_CPU_MILLI: f64 = 128_000.0;
+const MAX_SPEC_GPU_MILLI: f64 = 8_000.0;
 
 /// Penalty components of one GPU, fixed for a snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -75,6 +90,27 @@ pub(crate) struct ShapeNeeds {
     pub(crate) products: ProductMask,
     pub(crate) min_capability: Option<ComputeCapability>,
     pub(crate) headroom_mib: u64,
+    /// CPU and host memory of the request, for shapes whose node ranking depends on them (the
+    /// FGD reference, dot-product, requests without GPUs); `None` for the others.
+    pub(crate) host_need: Option<(u64, u64)>,
+}
+
+/// The kinds of Pod the GPU-clustering baseline (Gandiva's) groups together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum PodTag {
+    NoGpu,
+    Shared,
+    Whole(u32),
+}
+
+impl PodTag {
+    pub(crate) fn of(request: GpuRequest) -> PodTag {
+        match request {
+            GpuRequest::NoGpu => PodTag::NoGpu,
+            GpuRequest::Fraction { .. } => PodTag::Shared,
+            GpuRequest::Whole { count, .. } => PodTag::Whole(count),
+        }
+    }
 }
 
 /// The best placement on one node.
@@ -85,14 +121,26 @@ pub(crate) struct Candidate {
     pub(crate) breakdown: ScoreBreakdown,
 }
 
-/// Node-level inputs to scoring that do not change per GPU.
+/// Node-level inputs to scoring.
 pub(crate) struct NodeView<'a> {
     pub(crate) gpus: &'a [GpuState],
     pub(crate) penalties: &'a [Penalties],
     /// GPU positions by ascending penalty, then position.
     pub(crate) gpu_order: &'a [u8],
-    /// Cached expected fragmentation of the node now.
-    pub(crate) fragmentation: f64,
+    pub(crate) groups: &'a Groups,
+    /// Cached fragmentation of the node now, under the engine's model.
+    pub(crate) fragments: &'a NodeFragments,
+    /// Free CPU and host memory now.
+    pub(crate) host: Host,
+    /// Tags of the replicas on the node with their counts (GPU-clustering baseline).
+    pub(crate) tags: &'a [(PodTag, u32)],
+}
+
+/// What evaluating a node can use besides the node: the strategy's configuration and the
+/// fragmentation model.
+pub(crate) struct Scoring<'a> {
+    pub(crate) config: &'a EngineConfig,
+    pub(crate) model: &'a Model,
 }
 
 /// Progress of a GPU through the checks; the furthest one names a node's rejection.
@@ -125,6 +173,7 @@ fn gpu_check(gpu: &GpuState, needs: &ShapeNeeds) -> Result<(), RejectReason> {
     Ok(())
 }
 
+/// Free and total compute share of the node's usable GPUs, in GPUs.
 fn node_totals(gpus: &[GpuState]) -> (f64, f64) {
     let mut free = 0_u64;
     let mut capacity = 0_u64;
@@ -135,16 +184,205 @@ fn node_totals(gpus: &[GpuState]) -> (f64, f64) {
     (free as f64 / 1000.0, capacity as f64 / 1000.0)
 }
 
-/// Scores the best placement of `needs` on the node, or says why there is none.
+/// Scores the best placement of `needs` on the node, or says why there is none. With
+/// `host_after` (the node's free CPU and memory once the replica is placed), fragmentation
+/// costs include the host part; without, they are the engine's ranking key.
 pub(crate) fn evaluate(
     node: &NodeView<'_>,
     needs: &ShapeNeeds,
-    config: &EngineConfig,
-    mix: &CompiledMix,
+    scoring: &Scoring<'_>,
+    host_after: Option<Host>,
 ) -> Result<Candidate, RejectReason> {
+    let host = host_for(node, needs, host_after);
+    let fragments = matches!(
+        scoring.config.strategy,
+        Strategy::FragmentationAware | Strategy::Fgd
+    );
+    // The class weights change only with the host: the node's cached ones serve its key.
+    let weights: Cow<'_, [f64]> = if !fragments || host == node.host {
+        Cow::Borrowed(&node.fragments.weights)
+    } else {
+        Cow::Owned(
+            scoring
+                .model
+                .weights_after(&node.fragments.weights, node.host, host),
+        )
+    };
+    let after = After {
+        host,
+        weights: &weights,
+    };
     match needs.request {
-        GpuRequest::Fraction { milli, .. } => evaluate_fraction(node, needs, milli, config, mix),
-        GpuRequest::Whole { count, .. } => evaluate_whole(node, needs, count, config, mix),
+        GpuRequest::NoGpu => Ok(evaluate_no_gpu(node, needs, scoring, &after)),
+        GpuRequest::Fraction { milli, .. } => {
+            evaluate_fraction(node, needs, milli, scoring, &after)
+        }
+        GpuRequest::Whole { count, .. } => evaluate_whole(node, needs, count, scoring, &after),
+    }
+}
+
+/// How much more placing `needs` on the GPUs in `mask` of the node costs, in GPUs, once the
+/// replica's CPU and memory are taken (the node's host becoming `host_after`), than its key
+/// says: the key is a lower bound, this is the rest.
+pub(crate) fn host_part(
+    node: &NodeView<'_>,
+    needs: &ShapeNeeds,
+    scoring: &Scoring<'_>,
+    mask: u64,
+    host_after: Host,
+) -> f64 {
+    let mut memory = [0_u64; crate::state::MAX_GPUS_PER_NODE];
+    for (slot, gpu) in memory.iter_mut().zip(node.gpus) {
+        *slot = needs.request.memory_need_mib(gpu.capacity_mib);
+    }
+    let change = Change {
+        mask,
+        milli: needs.request.milli_per_gpu(),
+        memory_mib: &memory,
+    };
+    let weights = scoring
+        .model
+        .weights_after(&node.fragments.weights, node.host, host_after);
+    scoring.model.host_correction(
+        node.fragments,
+        node.gpus,
+        node.groups,
+        &change,
+        &HostChange {
+            now: node.host,
+            after: host_after,
+            weights_after: &weights,
+        },
+    ) / 1000.0
+}
+
+/// The host a candidate's fragmentation is computed with, and its class weights.
+struct After<'a> {
+    host: Host,
+    weights: &'a [f64],
+}
+
+/// The host the fragmentation of a candidate is computed with: after the replica when given,
+/// for the FGD reference always (its ranking is exact), otherwise the node's host now.
+fn host_for(node: &NodeView<'_>, needs: &ShapeNeeds, host_after: Option<Host>) -> Host {
+    host_after.unwrap_or_else(|| match needs.host_need {
+        Some((cpu, memory)) => node.host.minus(cpu, memory),
+        None => node.host,
+    })
+}
+
+/// Fragmentation change of the node by `change`, in GPUs.
+fn fragmentation_delta(
+    node: &NodeView<'_>,
+    scoring: &Scoring<'_>,
+    change: &Change<'_>,
+    after: &After<'_>,
+) -> f64 {
+    (scoring.model.after(
+        node.fragments,
+        node.gpus,
+        node.groups,
+        change,
+        after.host,
+        after.weights,
+    ) - node.fragments.value)
+        / 1000.0
+}
+
+/// The FGD artifact's node score, ⌊100·σ(−Δ/1000)⌋ for a fragmentation change Δ in
+/// thousandths, as a cost (lower is better): equal scores tie, as in the artifact.
+fn fgd_cost(delta_gpus: f64) -> f64 {
+    let sigmoid = 1.0 / (1.0 + delta_gpus.exp());
+    -(100.0 * sigmoid).floor()
+}
+
+/// The CPU the node has left, as the artifact's baselines count it (unlimited = its maximum).
+fn cpu_left(node: &NodeView<'_>) -> f64 {
+    node.host
+        .cpu_milli
+        .map_or(MAX_SPEC_CPU_MILLI, |cpu| cpu.max(0) as f64)
+}
+
+/// GPU clustering's affinity term: 75 when the node holds only this kind of Pod, 50 when it
+/// holds it among others, 25 when idle, 0 when it holds only other kinds.
+fn clustering_affinity(node: &NodeView<'_>, tag: PodTag) -> f64 {
+    let held: Vec<PodTag> = node
+        .tags
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(tag, _)| *tag)
+        .collect();
+    match (held.is_empty(), held.contains(&tag), held.len()) {
+        (true, _, _) => 25.0,
+        (false, true, 1) => 75.0,
+        (false, true, _) => 50.0,
+        (false, false, _) => 0.0,
+    }
+}
+
+/// Node-level cost of the strategies that do not look at the GPUs chosen within the node.
+fn node_cost(
+    node: &NodeView<'_>,
+    needs: &ShapeNeeds,
+    strategy: Strategy,
+    demand_gpus: f64,
+) -> Option<f64> {
+    let (node_free, _) = node_totals(node.gpus);
+    let cpu_need = needs.host_need.map_or(0.0, |(cpu, _)| cpu as f64);
+    match strategy {
+        Strategy::BestFitCpuGpu => Some(
+            0.5 * (cpu_left(node) - cpu_need) / MAX_SPEC_CPU_MILLI
+                + 0.5 * (node_free - demand_gpus) * 1000.0 / MAX_SPEC_GPU_MILLI,
+        ),
+        Strategy::DotProduct => Some(
+            (cpu_left(node) * cpu_need / (MAX_SPEC_CPU_MILLI * MAX_SPEC_CPU_MILLI)
+                + node_free * 1000.0 * demand_gpus * 1000.0
+                    / (MAX_SPEC_GPU_MILLI * MAX_SPEC_GPU_MILLI))
+                / 2.0,
+        ),
+        Strategy::GpuClustering => {
+            let tag = PodTag::of(needs.request);
+            if tag == PodTag::NoGpu {
+                return Some(0.0);
+            }
+            let used = (MAX_SPEC_GPU_MILLI - node_free * 1000.0).max(0.0);
+            Some(-((25.0 * used / MAX_SPEC_GPU_MILLI).floor() + clustering_affinity(node, tag)))
+        }
+        Strategy::Random => Some(0.0),
+        _ => None,
+    }
+}
+
+fn evaluate_no_gpu(
+    node: &NodeView<'_>,
+    needs: &ShapeNeeds,
+    scoring: &Scoring<'_>,
+    after: &After<'_>,
+) -> Candidate {
+    let strategy = scoring.config.strategy;
+    let mut fragmentation_delta_gpus = None;
+    let strategy_cost = match strategy {
+        Strategy::FragmentationAware | Strategy::Fgd => {
+            let delta = fragmentation_delta(node, scoring, &Change::NONE, after);
+            fragmentation_delta_gpus = Some(delta);
+            if strategy == Strategy::Fgd {
+                fgd_cost(delta)
+            } else {
+                delta
+            }
+        }
+        Strategy::BestFit | Strategy::Pack | Strategy::Spread | Strategy::GpuPacking => 0.0,
+        _ => node_cost(node, needs, strategy, 0.0).unwrap_or(0.0),
+    };
+    Candidate {
+        gpus: 0,
+        breakdown: breakdown(
+            strategy,
+            strategy_cost,
+            fragmentation_delta_gpus,
+            Penalties::default(),
+            0.0,
+        ),
     }
 }
 
@@ -152,15 +390,17 @@ fn evaluate_fraction(
     node: &NodeView<'_>,
     needs: &ShapeNeeds,
     milli: u32,
-    config: &EngineConfig,
-    mix: &CompiledMix,
+    scoring: &Scoring<'_>,
+    after: &After<'_>,
 ) -> Result<Candidate, RejectReason> {
+    let strategy = scoring.config.strategy;
     let (node_free, node_capacity) = node_totals(node.gpus);
     let share = f64::from(milli) / 1000.0;
     let mut furthest = RejectReason::GpuProductNotAllowed;
     let mut fitting = 0_u64;
     let mut best: Option<(f64, Candidate)> = None;
     let mut memory = [0_u64; crate::state::MAX_GPUS_PER_NODE];
+    let fixed_cost = node_cost(node, needs, strategy, share);
     for (position, gpu) in node.gpus.iter().enumerate() {
         if let Err(reason) = gpu_check(gpu, needs) {
             furthest = furthest.max(reason);
@@ -178,27 +418,51 @@ fn evaluate_fraction(
         let gpu_free_after = f64::from(gpu.free_milli() - milli) / 1000.0;
         let node_free_after = node_free - share;
         let allocated_after = (node_capacity - node_free_after) / node_capacity;
-        let mut fragmentation_delta = None;
-        let strategy_cost = match config.strategy {
+        let mut fragmentation_delta_gpus = None;
+        let strategy_cost = match strategy {
             Strategy::BestFit => node_free_after + TIE_BREAK * gpu_free_after,
             Strategy::Pack => -allocated_after + TIE_BREAK * gpu_free_after,
             Strategy::Spread => allocated_after - TIE_BREAK * gpu_free_after,
-            Strategy::FragmentationAware => {
+            Strategy::FragmentationAware | Strategy::Fgd => {
                 let change = Change {
                     mask: 1 << position,
                     milli,
                     memory_mib: &memory,
                 };
-                let delta = (mix.fragmentation(node.gpus, &change) - node.fragmentation) / 1000.0;
-                fragmentation_delta = Some(delta);
-                delta + TIE_BREAK * gpu_free_after
+                let delta = fragmentation_delta(node, scoring, &change, after);
+                fragmentation_delta_gpus = Some(delta);
+                if strategy == Strategy::Fgd {
+                    // The artifact keeps the first GPU reaching the best score.
+                    fgd_cost(delta) + TIE_BREAK * position as f64 / 64.0
+                } else {
+                    delta + TIE_BREAK * gpu_free_after
+                }
+            }
+            Strategy::GpuPacking => {
+                let gpu_left = f64::from(gpu.free_milli());
+                let score = if gpu.allocated_milli > 0 {
+                    // Case 3: only shared GPUs are used.
+                    (100.0 - (gpu_left * 100.0 / 1000.0) / 10.0).max(50.0)
+                } else if node.gpus.iter().all(|other| other.allocated_milli == 0) {
+                    // Case 1: the whole node is free.
+                    let free_gpus = node.gpus.len() as f64;
+                    (33.0 - free_gpus).max(free_gpus)
+                } else {
+                    // Case 2: a fully free GPU on a node in use (one GPU taken).
+                    (50.0_f64 - 1.0).max(33.0)
+                };
+                -score + TIE_BREAK * gpu_free_after
+            }
+            Strategy::Random => TIE_BREAK * gpu_free_after,
+            Strategy::BestFitCpuGpu | Strategy::DotProduct | Strategy::GpuClustering => {
+                fixed_cost.unwrap_or(0.0) + TIE_BREAK * gpu_free_after
             }
         };
         let penalties = node.penalties[position];
         let breakdown = breakdown(
-            config.strategy,
+            strategy,
             strategy_cost,
-            fragmentation_delta,
+            fragmentation_delta_gpus,
             penalties,
             0.0,
         );
@@ -223,9 +487,10 @@ fn evaluate_whole(
     node: &NodeView<'_>,
     needs: &ShapeNeeds,
     count: u32,
-    config: &EngineConfig,
-    mix: &CompiledMix,
+    scoring: &Scoring<'_>,
+    after: &After<'_>,
 ) -> Result<Candidate, RejectReason> {
+    let strategy = scoring.config.strategy;
     let count = count as usize;
     let mut furthest: Option<RejectReason> = None;
     let mut free_mask = 0_u64;
@@ -249,6 +514,7 @@ fn evaluate_whole(
     let (node_free, node_capacity) = node_totals(node.gpus);
     let node_free_after = node_free - count as f64;
     let allocated_after = (node_capacity - node_free_after) / node_capacity;
+    let fixed_cost = node_cost(node, needs, strategy, count as f64);
     let mut memory = [0_u64; crate::state::MAX_GPUS_PER_NODE];
     for (slot, gpu) in memory.iter_mut().zip(node.gpus) {
         *slot = needs.request.memory_need_mib(gpu.capacity_mib);
@@ -272,21 +538,38 @@ fn evaluate_whole(
         }
         for selection in selections(node, group_mask, count) {
             let group_left = (group_free - count) as f64 / node_capacity;
-            let mut fragmentation_delta = None;
-            let strategy_cost = match config.strategy {
+            let mut fragmentation_delta_gpus = None;
+            let strategy_cost = match strategy {
                 Strategy::BestFit => node_free_after + TIE_BREAK * group_left,
                 Strategy::Pack => -allocated_after + TIE_BREAK * group_left,
                 Strategy::Spread => allocated_after - TIE_BREAK * group_left,
-                Strategy::FragmentationAware => {
+                Strategy::FragmentationAware | Strategy::Fgd => {
                     let change = Change {
                         mask: selection,
                         milli: 1000,
                         memory_mib: &memory,
                     };
-                    let delta =
-                        (mix.fragmentation(node.gpus, &change) - node.fragmentation) / 1000.0;
-                    fragmentation_delta = Some(delta);
-                    delta + TIE_BREAK * group_left
+                    let delta = fragmentation_delta(node, scoring, &change, after);
+                    fragmentation_delta_gpus = Some(delta);
+                    if strategy == Strategy::Fgd {
+                        fgd_cost(delta)
+                    } else {
+                        delta + TIE_BREAK * group_left
+                    }
+                }
+                Strategy::GpuPacking => {
+                    let all_free = node.gpus.iter().all(|gpu| gpu.allocated_milli == 0);
+                    let score = if all_free {
+                        let free_gpus = node.gpus.len() as f64;
+                        (33.0 - free_gpus).max(free_gpus)
+                    } else {
+                        (50.0 - count as f64).max(33.0)
+                    };
+                    -score + TIE_BREAK * group_left
+                }
+                Strategy::Random => 0.0,
+                Strategy::BestFitCpuGpu | Strategy::DotProduct | Strategy::GpuClustering => {
+                    fixed_cost.unwrap_or(0.0) + TIE_BREAK * group_left
                 }
             };
             let mut penalties = Penalties::default();
@@ -310,14 +593,14 @@ fn evaluate_whole(
                 }
             }
             let numa_penalty = if numa_split {
-                config.weights.numa_split
+                scoring.config.weights.numa_split
             } else {
                 0.0
             };
             let breakdown = breakdown(
-                config.strategy,
+                strategy,
                 strategy_cost,
-                fragmentation_delta,
+                fragmentation_delta_gpus,
                 penalties,
                 numa_penalty,
             );
@@ -381,6 +664,14 @@ fn selections(node: &NodeView<'_>, group_mask: u64, count: usize) -> Vec<u64> {
     result
 }
 
+/// Whether the fragmentation measure of a strategy's ranking is the FGD paper's.
+pub(crate) fn measure_of(config: &EngineConfig) -> FragmentationMeasure {
+    match config.strategy {
+        Strategy::Fgd => FragmentationMeasure::Fgd,
+        _ => config.fragmentation_measure,
+    }
+}
+
 fn breakdown(
     strategy: Strategy,
     strategy_cost: f64,
@@ -398,6 +689,7 @@ fn breakdown(
         utilisation_penalty: penalties.utilisation,
         telemetry_penalty: penalties.telemetry,
         numa_penalty,
+        spread_penalty: 0.0,
         total: strategy_cost + penalties.total() + numa_penalty,
     }
 }

@@ -394,6 +394,8 @@ fn fragmentation_aware_keeps_shares_usable_where_best_fit_strands_them() -> Test
                 memory: MemoryNeed::Mib(1_000),
             },
             allowed_products: Vec::new(),
+            cpu_milli: 0,
+            memory_mib: 0,
             weight: 1.0,
         }],
     };
@@ -401,15 +403,25 @@ fn fragmentation_aware_keeps_shares_usable_where_best_fit_strands_them() -> Test
     let mut best_fit = Engine::new(&snapshot, EngineConfig::new(Strategy::BestFit, mix.clone()))?;
     // Best-fit fills `tight`, leaving 50 thousandths nobody can use...
     assert_eq!(placed(best_fit.place(&request)?)?.node, "tight");
-    let mut aware = Engine::new(
-        &snapshot,
-        EngineConfig::new(Strategy::FragmentationAware, mix),
-    )?;
-    // ...fragmentation-aware takes `roomy` (350 left: still a 250-share) and keeps `tight`'s
-    // 300 usable by the next 250-share.
-    let decision = placed(aware.place(&request)?)?;
+    // ...FGD's measure takes `roomy` (350 left: still a 250-share) and keeps `tight`'s 300
+    // usable by the next 250-share.
+    let mut fgd_measure = EngineConfig::new(Strategy::FragmentationAware, mix.clone());
+    fgd_measure.fragmentation_measure = gpufleet_placement::FragmentationMeasure::Fgd;
+    let decision = placed(Engine::new(&snapshot, fgd_measure)?.place(&request)?)?;
     assert_eq!(decision.node, "roomy");
     assert_eq!(decision.score.fragmentation_delta_gpus, Some(0.0));
+    // gpufleet's capacity measure counts tasks: either way two more 250-shares fit (roomy 350 +
+    // tight 300, or roomy 600 + tight 50), so neither strands more, and the tie goes to the
+    // fuller GPU as best-fit's does.
+    let decision = placed(
+        Engine::new(
+            &snapshot,
+            EngineConfig::new(Strategy::FragmentationAware, mix),
+        )?
+        .place(&request)?,
+    )?;
+    assert_eq!(decision.score.fragmentation_delta_gpus, Some(0.0));
+    assert_eq!(decision.node, "tight");
     Ok(())
 }
 
@@ -437,6 +449,8 @@ fn scale_down_removes_the_replica_whose_removal_best_reduces_fragmentation() -> 
                 memory: MemoryNeed::Mib(10_000),
             },
             allowed_products: Vec::new(),
+            cpu_milli: 0,
+            memory_mib: 0,
             weight: 1.0,
         }],
     };
@@ -551,5 +565,82 @@ fn preview_names_the_best_node_without_placing() -> TestResult {
     assert_eq!(engine.summary().placements, 0);
     placed(engine.place(&request)?)?;
     assert_eq!(engine.preview(&whole("s", "g", 1, 10_000))?, None);
+    Ok(())
+}
+
+#[test]
+fn a_deployment_spreads_over_nodes_by_default_and_packs_with_spread_weight_zero() -> TestResult {
+    let nodes = || {
+        vec![
+            node("a", (0..8).map(gpu).collect()),
+            node("b", (0..8).map(gpu).collect()),
+        ]
+    };
+    let place_five = |spread_weight: Option<f64>| -> Result<BTreeMap<String, usize>, Box<dyn std::error::Error>> {
+        let mut engine = engine(nodes(), Strategy::FragmentationAware)?;
+        let mut per_node = BTreeMap::new();
+        for replica in 0..5 {
+            let mut request = whole(&format!("llm-{replica}"), "llm", 1, 40_000);
+            request.spread_weight = spread_weight;
+            *per_node
+                .entry(placed(engine.place(&request)?)?.node)
+                .or_default() += 1;
+        }
+        Ok(per_node)
+    };
+    // No option given: the replicas spread, so one node failing does not take them all.
+    let spread = place_five(None)?;
+    assert_eq!(spread.len(), 2, "{spread:?}");
+    assert!(spread.values().all(|count| *count >= 2), "{spread:?}");
+    // spreadWeight 0: pure packing, all on one node.
+    let packed = place_five(Some(0.0))?;
+    assert_eq!(packed.len(), 1, "{packed:?}");
+    Ok(())
+}
+
+#[test]
+fn a_learned_mix_replaces_a_wrong_prior() -> TestResult {
+    // The prior expects 8-GPU replicas only; what arrives are quarter shares.
+    let prior = WorkloadMix {
+        entries: vec![MixEntry {
+            gpu: GpuRequest::Whole {
+                count: 8,
+                memory: MemoryNeed::ShareOfCapacity,
+            },
+            allowed_products: Vec::new(),
+            cpu_milli: 0,
+            memory_mib: 0,
+            weight: 1.0,
+        }],
+    };
+    let nodes = || {
+        (0..4)
+            .map(|n| node(&format!("n{n}"), (0..8).map(gpu).collect()))
+            .collect()
+    };
+    let run = |learning: Option<gpufleet_placement::MixLearning>| -> Result<f64, Box<dyn std::error::Error>> {
+        let mut config = EngineConfig::new(Strategy::FragmentationAware, prior.clone());
+        config.learning = learning;
+        let mut engine = Engine::new(
+            &FleetSnapshot {
+                nodes: nodes(),
+                placements: Vec::new(),
+            },
+            config,
+        )?;
+        for replica in 0..40 {
+            placed(engine.place(&fraction(&format!("q{replica}"), &format!("g{replica}"), 250, 1_000))?)?;
+        }
+        Ok(engine.summary().fragmented_milli)
+    };
+    let fixed = run(None)?;
+    let learned = run(Some(gpufleet_placement::MixLearning {
+        half_life_arrivals: 16.0,
+        prior_weight: 4.0,
+        refresh_drift: 0.1,
+    }))?;
+    // Against the 8-GPU prior every partly used node is all fragment; against what arrived
+    // (quarter shares, which still fit there) it is not.
+    assert!(learned < fixed, "learned {learned} vs fixed {fixed}");
     Ok(())
 }

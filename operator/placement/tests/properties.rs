@@ -63,9 +63,12 @@ fn gpu_strategy(index: u32) -> impl Strategy<Value = GpuSnapshot> {
 }
 
 fn node_strategy(position: usize) -> impl Strategy<Value = NodeSnapshot> {
-    (1..=8_u32)
-        .prop_flat_map(|count| (0..count).map(gpu_strategy).collect::<Vec<_>>())
-        .prop_map(move |gpus| {
+    (
+        (1..=8_u32).prop_flat_map(|count| (0..count).map(gpu_strategy).collect::<Vec<_>>()),
+        prop::option::of(8_000..64_000_u64),
+        prop::option::of(16_384..262_144_u64),
+    )
+        .prop_map(move |(gpus, cpu_milli, memory_mib)| {
             let name = format!("node-{position}");
             let mut labels = BTreeMap::new();
             labels.insert(HOSTNAME_LABEL.to_owned(), name.clone());
@@ -75,8 +78,8 @@ fn node_strategy(position: usize) -> impl Strategy<Value = NodeSnapshot> {
                 labels,
                 ready: true,
                 heartbeat_fresh: true,
-                cpu_milli: None,
-                memory_mib: None,
+                cpu_milli,
+                memory_mib,
                 telemetry_observed_at_ms: Some(OBSERVED_AT_MS),
                 gpus,
             }
@@ -146,7 +149,9 @@ fn request_strategy(position: usize) -> impl Strategy<Value = ReplicaRequest> {
                 milli,
                 memory: MemoryNeed::ShareOfCapacity,
             }),
+            Just(GpuRequest::NoGpu),
         ],
+        (0..24_000_u64, 0..96_000_u64),
         0..3_usize,
         prop::option::of(1..=3_u32),
         any::<bool>(),
@@ -155,9 +160,20 @@ fn request_strategy(position: usize) -> impl Strategy<Value = ReplicaRequest> {
         prop::option::of(0..2_u32),
     )
         .prop_map(
-            move |(gpu, group, max_per_node, anti_affinity, product, headroom, skew)| {
+            move |(
+                gpu,
+                (cpu_milli, memory_mib),
+                group,
+                max_per_node,
+                anti_affinity,
+                product,
+                headroom,
+                skew,
+            )| {
                 let mut request =
                     ReplicaRequest::new(format!("replica-{position}"), GROUPS[group], gpu);
+                request.cpu_milli = cpu_milli;
+                request.memory_mib = memory_mib;
                 request.max_replicas_per_node = max_per_node;
                 if anti_affinity {
                     request.anti_affinity_keys = vec![HOSTNAME_LABEL.to_owned()];
@@ -183,11 +199,16 @@ fn workload_strategy() -> impl Strategy<Value = Vec<ReplicaRequest>> {
     (0..=30_usize).prop_flat_map(|count| (0..count).map(request_strategy).collect::<Vec<_>>())
 }
 
+/// Every strategy, gpufleet's and the paper's.
+const STRATEGIES: usize = PlacementStrategy::ALL.len() + PlacementStrategy::PAPER.len();
+
 fn config(strategy: usize) -> EngineConfig {
-    EngineConfig::new(
-        PlacementStrategy::ALL[strategy],
-        WorkloadMix::inference_default(),
-    )
+    let strategy = PlacementStrategy::ALL
+        .into_iter()
+        .chain(PlacementStrategy::PAPER)
+        .nth(strategy)
+        .unwrap_or(PlacementStrategy::FragmentationAware);
+    EngineConfig::new(strategy, WorkloadMix::inference_default())
 }
 
 fn run(
@@ -267,6 +288,30 @@ fn check_invariants(
         zones
     };
     let mut per_zone: BTreeMap<(String, &str), u32> = BTreeMap::new();
+    // Per node: CPU and host memory left, from the snapshot's allocatable and placements.
+    let mut host: BTreeMap<&str, (Option<i64>, Option<i64>)> = snapshot
+        .nodes
+        .iter()
+        .map(|node| {
+            let taken = |of: fn(&gpufleet_placement::ExistingPlacement) -> u64| -> i64 {
+                snapshot
+                    .placements
+                    .iter()
+                    .filter(|placement| placement.node == node.name)
+                    .map(|placement| of(placement) as i64)
+                    .sum()
+            };
+            (
+                node.name.as_str(),
+                (
+                    node.cpu_milli
+                        .map(|cpu| cpu as i64 - taken(|p| p.cpu_milli)),
+                    node.memory_mib
+                        .map(|memory| memory as i64 - taken(|p| p.memory_mib)),
+                ),
+            )
+        })
+        .collect();
     for placement in &snapshot.placements {
         *per_node
             .entry((placement.group.clone(), placement.node.clone()))
@@ -287,6 +332,17 @@ fn check_invariants(
         };
         let Decision { node, gpus, .. } = decision;
         prop_assert_eq!(gpus.len() as u32, request.gpu.gpu_count());
+        if let Some((cpu, memory)) = host.get_mut(node.as_str()) {
+            for (free, need, what) in [
+                (cpu, request.cpu_milli, "CPU"),
+                (memory, request.memory_mib, "host memory"),
+            ] {
+                if let Some(free) = free {
+                    *free -= need as i64;
+                    prop_assert!(*free >= 0, "{} over-committed on {}", what, node);
+                }
+            }
+        }
         let on_node = per_node
             .entry((request.group.clone(), node.clone()))
             .or_default();
@@ -352,7 +408,8 @@ fn check_invariants(
             }
         }
         groups.dedup();
-        prop_assert_eq!(groups.len(), 1, "one replica spans NVLink groups");
+        let expected = usize::from(request.gpu != GpuRequest::NoGpu);
+        prop_assert_eq!(groups.len(), expected, "one replica spans NVLink groups");
     }
     for (key, (milli, mib, _)) in &added {
         let gpu = &facts[key];
@@ -377,7 +434,7 @@ proptest! {
     fn decisions_never_over_commit_and_respect_every_constraint(
         snapshot in snapshot_strategy(),
         workload in workload_strategy(),
-        strategy in 0..4_usize,
+        strategy in 0..STRATEGIES,
     ) {
         let config = config(strategy);
         let headroom = config.default_memory_headroom_mib;
@@ -389,7 +446,7 @@ proptest! {
     fn the_same_input_gives_the_same_output_in_any_node_order(
         snapshot in snapshot_strategy(),
         workload in workload_strategy(),
-        strategy in 0..4_usize,
+        strategy in 0..STRATEGIES,
     ) {
         let first = run(&snapshot, &workload, config(strategy))?;
         let again = run(&snapshot, &workload, config(strategy))?;

@@ -4,10 +4,14 @@
 //!
 //! Node CSV columns: `sn` (node name), `cpu_milli`, `memory_mib`, `gpu` (count; `num_gpu` also
 //! accepted), `model`. Pod CSV columns: `name`, `cpu_milli`, `memory_mib`, `num_gpu`,
-//! `gpu_milli`, `gpu_spec` (allowed models separated by `|`, empty = any), `creation_time`;
-//! `qos`, `pod_phase`, `deletion_time` and `scheduled_time` may be present and are not used by
-//! the offered-load replay. Columns are found by header name, in any order. Fields are plain
-//! (no quoting), as in those traces.
+//! `gpu_milli`, and optionally `gpu_spec` (allowed models separated by `|`, empty or absent =
+//! any model), `creation_time` and `deletion_time` (absent = arrival in file order, nobody
+//! leaves); `qos`, `pod_phase` and `scheduled_time` may be present and are not used. Columns
+//! are found by header name, in any order, so every file of the openb family reads unmodified.
+//! Fields are plain (no quoting), as in those traces.
+//!
+//! CPU-only pods (`num_gpu` 0) are requests with no GPU: they take CPU and host memory on the
+//! GPU nodes, as they do in the FGD paper's protocol.
 
 use std::collections::BTreeMap;
 
@@ -83,11 +87,12 @@ pub struct NodeTrace {
 /// Replicas read from a pod CSV.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodTrace {
-    /// GPU pods in arrival order (creation time, then file order).
+    /// Pods in arrival order (creation time, then file order; file order without times),
+    /// CPU-only ones included as requests with no GPU.
     pub requests: Vec<ReplicaRequest>,
-    /// When each of `requests` was created and deleted.
+    /// When each of `requests` was created and deleted; empty when the file has no times.
     pub lifetimes: Vec<Lifetime>,
-    /// Rows with no GPU, left out.
+    /// Of `requests`, how many ask for no GPU.
     pub cpu_only_pods: usize,
 }
 
@@ -276,9 +281,9 @@ pub fn parse_pod_csv(file: &str, text: &str) -> Result<PodTrace> {
     let memory = table.column(&["memory_mib"])?;
     let gpus = table.column(&["num_gpu"])?;
     let milli = table.column(&["gpu_milli"])?;
-    let spec = table.column(&["gpu_spec"])?;
-    let created = table.column(&["creation_time"])?;
-    let deleted = table.column(&["deletion_time"]).ok();
+    let spec = table.column(&["gpu_spec"]).ok();
+    let created = table.column(&["creation_time"]).ok();
+    let deleted = created.and(table.column(&["deletion_time"]).ok());
     let mut arrivals = Vec::new();
     let mut cpu_only_pods = 0;
     for (line, fields) in &table.rows {
@@ -288,10 +293,6 @@ pub fn parse_pod_csv(file: &str, text: &str) -> Result<PodTrace> {
             return Err(table.error(line, name, "is empty; every pod needs a name".to_owned()));
         }
         let count = table.number(line, fields, gpus, "the pod's GPU count")?;
-        if count == 0 {
-            cpu_only_pods += 1;
-            continue;
-        }
         if count > 64 {
             return Err(table.error(
                 line,
@@ -300,14 +301,17 @@ pub fn parse_pod_csv(file: &str, text: &str) -> Result<PodTrace> {
             ));
         }
         let share = table.number(line, fields, milli, "the GPU share in thousandths (1–1000)")?;
-        if share == 0 || share > 1000 {
+        if count > 0 && (share == 0 || share > 1000) {
             return Err(table.error(
                 line,
                 milli,
                 format!("is {share}; a pod with GPUs asks for 1–1000 thousandths per GPU"),
             ));
         }
-        let gpu = if count == 1 && share < 1000 {
+        let gpu = if count == 0 {
+            cpu_only_pods += 1;
+            GpuRequest::NoGpu
+        } else if count == 1 && share < 1000 {
             GpuRequest::Fraction {
                 milli: share as u32,
                 memory: MemoryNeed::ShareOfCapacity,
@@ -321,13 +325,18 @@ pub fn parse_pod_csv(file: &str, text: &str) -> Result<PodTrace> {
         let mut request = ReplicaRequest::new(pod, pod, gpu);
         request.cpu_milli = table.number(line, fields, cpu, "the CPU request in millicores")?;
         request.memory_mib = table.number(line, fields, memory, "the memory request in MiB")?;
-        request.allowed_products = fields[spec]
+        request.allowed_products = spec
+            .map(|spec| fields[spec])
+            .unwrap_or_default()
             .split('|')
             .map(str::trim)
             .filter(|model| !model.is_empty())
             .map(str::to_owned)
             .collect();
-        let creation = table.number(line, fields, created, "the creation time in seconds")?;
+        let creation = match created {
+            Some(column) => table.number(line, fields, column, "the creation time in seconds")?,
+            None => 0,
+        };
         let deletion = match deleted {
             Some(column) if !fields[column].is_empty() => {
                 let deletion =
@@ -353,7 +362,11 @@ pub fn parse_pod_csv(file: &str, text: &str) -> Result<PodTrace> {
         arrivals.push((line, lifetime, request));
     }
     arrivals.sort_by_key(|(line, lifetime, _)| (lifetime.created_s, *line));
-    let lifetimes = arrivals.iter().map(|(_, lifetime, _)| *lifetime).collect();
+    let lifetimes = if created.is_some() {
+        arrivals.iter().map(|(_, lifetime, _)| *lifetime).collect()
+    } else {
+        Vec::new()
+    };
     Ok(PodTrace {
         requests: arrivals
             .into_iter()
@@ -388,6 +401,27 @@ mod tests {
             pods.requests
                 .iter()
                 .any(|request| request.allowed_products.len() > 1)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn files_without_models_or_times_read_as_any_model_in_file_order() -> Result<()> {
+        // The layout of the openb family's files that omit gpu_spec and the time columns.
+        let text = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n\
+                    b,4000,8192,1,500\n\
+                    a,2000,4096,0,0\n\
+                    c,8000,16384,4,1000\n";
+        let pods = parse_pod_csv("pods.csv", text)?;
+        let names: Vec<&str> = pods.requests.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b", "a", "c"]);
+        assert!(pods.lifetimes.is_empty(), "no times, no timeline");
+        assert!(pods.requests.iter().all(|r| r.allowed_products.is_empty()));
+        assert_eq!(pods.cpu_only_pods, 1);
+        assert_eq!(pods.requests[1].gpu, GpuRequest::NoGpu);
+        assert_eq!(
+            (pods.requests[1].cpu_milli, pods.requests[1].memory_mib),
+            (2000, 4096)
         );
         Ok(())
     }
