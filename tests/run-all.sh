@@ -47,7 +47,7 @@ phase() {
 }
 
 install_system_packages() {
-  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus chromium cmake g++ libclang-dev)
+  local wanted=(postgresql openssl curl ca-certificates python3-venv prometheus chromium cmake g++ libclang-dev pkg-config)
   local missing=()
   for package in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
@@ -117,6 +117,37 @@ highs_tests() {
   cargo test -p gpufleet-planner --features highs --locked
 }
 
+# HiGHS, the planner's C++ solver, built once per version into $GPUFLEET_CACHE like the control
+# plane, so a new target directory, a toolchain update or a `cargo clean` does not rebuild it
+# (≈7 minutes on 2 cores). The planner's `highs` feature finds it through pkg-config (highs-sys's
+# `discover`); the build flags are highs-sys's own (Release, FAST_BUILD, static, no zlib).
+highs_library() {
+  local version source prefix
+  version=$(awk '/^name = "highs-sys"$/ {getline; gsub(/"/, "", $3); print $3}' Cargo.lock)
+  [ -n "$version" ] || { echo "no highs-sys in Cargo.lock" >&2; exit 1; }
+  prefix="$GPUFLEET_CACHE/highs-$version"
+  if [ ! -f "$prefix/lib/pkgconfig/highs.pc" ]; then
+    cargo fetch --locked >/dev/null
+    source=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"highs-sys-$version"/HiGHS | head -n1)
+    [ -d "$source" ] || { echo "highs-sys $version sources not found after cargo fetch" >&2; exit 1; }
+    local work="$GPUFLEET_CACHE/work/highs-$version"
+    rm -rf "$work"
+    cmake -S "$source" -B "$work" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix.tmp" \
+      -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DFAST_BUILD=ON \
+      -DBUILD_SHARED_LIBS=OFF -DBUILD_CXX_EXE=OFF -DBUILD_EXAMPLES=OFF -DBUILD_TESTING=OFF \
+      -DZLIB=OFF -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=FALSE >/dev/null
+    cmake --build "$work" --parallel "$(nproc)" >/dev/null
+    cmake --install "$work" >/dev/null
+    # A static libhighs needs the C++ runtime beside it; its own highs.pc does not say so.
+    sed -i 's|^Libs: \(.*\)$|Libs: \1 -lstdc++|' "$prefix.tmp/lib/pkgconfig/highs.pc"
+    sed -i "s|$prefix.tmp|$prefix|g" "$prefix.tmp/lib/pkgconfig/highs.pc"
+    rm -rf "$prefix" && mv "$prefix.tmp" "$prefix"
+    rm -rf "$work"
+  fi
+  export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  echo "HiGHS $version in $prefix ($(pkg-config --modversion highs))"
+}
+
 start_postgres() {
   # Debian's cluster, started by hand: no systemd in CI containers.
   local version
@@ -161,6 +192,7 @@ e2e_tests() {
 # Tests that restart kube-apiserver or PostgreSQL (the whole-system fault test, the recorder's
 # outage tests) run after the others, one at a time, so no other test sees their outages.
 disruptive_tests() {
+  rm -f "$CARGO_TARGET_DIR/tmp/system/fault-table.txt"
   cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 1 disruptive_
 }
 
@@ -170,6 +202,11 @@ teardown() {
   echo
   echo "=== phase timings"
   printf '%s\n' "${phases[@]}"
+  # What the whole-system fault test measured (written by tests/e2e/system.rs).
+  if [ -f "$CARGO_TARGET_DIR/tmp/system/fault-table.txt" ]; then
+    echo
+    cat "$CARGO_TARGET_DIR/tmp/system/fault-table.txt"
+  fi
   exit $status
 }
 trap teardown EXIT
@@ -182,6 +219,7 @@ fi
 phase "dependency rules" check_dependency_rules
 phase "generated artefacts" check_generated
 phase "unit tests" unit_tests
+phase "HiGHS library" highs_library
 phase "planner with HiGHS" highs_tests
 phase "postgresql" start_postgres
 phase "sqlx query cache" check_sqlx_cache

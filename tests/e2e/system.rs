@@ -901,7 +901,11 @@ async fn disruptive_the_whole_system_recovers_from_one_fault_after_another() -> 
         "the deployments page lists the test's deployments"
     );
 
-    println!("whole-system fault test:\n  {}", report.join("\n  "));
+    let table = format!("whole-system fault test:\n  {}\n", report.join("\n  "));
+    print!("{table}");
+    // The test command prints it at the end of a run (a passing test's output is not shown).
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("system/fault-table.txt");
+    std::fs::write(&saved, &table).with_context(|| format!("writing {}", saved.display()))?;
     drop(operators);
     drop(agents);
     delete_gpu_pool(&client, &world.pool).await;
