@@ -644,3 +644,28 @@ fn a_learned_mix_replaces_a_wrong_prior() -> TestResult {
     assert!(learned < fixed, "learned {learned} vs fixed {fixed}");
     Ok(())
 }
+
+#[test]
+fn absurd_cpu_and_memory_requests_are_refused_not_wrapped_into_fits() -> TestResult {
+    // Before: `cpu_milli as i64` turned requests of 2^63 or more negative, and they were placed.
+    let mut roomy = node("roomy", (0..8).map(gpu).collect());
+    roomy.cpu_milli = Some(200_000);
+    roomy.memory_mib = Some(1_000_000);
+    let mut engine = engine(vec![roomy], Strategy::FragmentationAware)?;
+    for (cpu, memory) in [(u64::MAX, 0), (1 << 63, 0), (0, u64::MAX), (0, 1 << 63)] {
+        let mut request = whole(&format!("huge-{cpu}-{memory}"), "g", 1, 1_000);
+        request.cpu_milli = cpu;
+        request.memory_mib = memory;
+        let refused = reasons(engine.place(&request)?)?;
+        assert!(
+            refused.contains(&RejectReason::InsufficientCpu)
+                || refused.contains(&RejectReason::InsufficientHostMemory),
+            "{cpu}/{memory}: {refused:?}"
+        );
+    }
+    // And a sane request still fits.
+    let mut sane = whole("sane", "g", 1, 1_000);
+    sane.cpu_milli = 8_000;
+    placed(engine.place(&sane)?)?;
+    Ok(())
+}
