@@ -679,25 +679,11 @@ fn free_milli(gpus: &[GpuState], change: &Change<'_>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::GpuHealth;
     use crate::request::MemoryNeed;
     use crate::state::PCIE_DOMAIN;
     use crate::strategy::MixEntry;
 
-    fn gpu(allocated_milli: u32, group: u32) -> GpuState {
-        GpuState {
-            product: 0,
-            health: GpuHealth::Healthy,
-            capability: None,
-            topology_group: group,
-            numa_node: None,
-            capacity_mib: 80_000,
-            observed_free_mib: None,
-            allocated_milli,
-            allocated_mib: 80 * u64::from(allocated_milli),
-            penalty: 0.0,
-        }
-    }
+    use crate::state::test_gpu as gpu;
 
     fn entry(gpu: GpuRequest, cpu_milli: u64, weight: f64) -> MixEntry {
         MixEntry {

@@ -124,28 +124,31 @@ impl GpuState {
     }
 }
 
+/// A healthy 80 GB GPU with `allocated_milli` taken (memory in proportion), in NVLink `group`:
+/// the GPU unit tests of this crate build on.
+#[cfg(test)]
+pub(crate) fn test_gpu(allocated_milli: u32, group: u32) -> GpuState {
+    GpuState {
+        product: 0,
+        health: GpuHealth::Healthy,
+        capability: None,
+        topology_group: group,
+        numa_node: None,
+        capacity_mib: 80_000,
+        observed_free_mib: None,
+        allocated_milli,
+        allocated_mib: 80 * u64::from(allocated_milli),
+        penalty: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gpu(allocated_milli: u32, group: u32) -> GpuState {
-        GpuState {
-            product: 0,
-            health: GpuHealth::Healthy,
-            capability: None,
-            topology_group: group,
-            numa_node: None,
-            capacity_mib: 80_000,
-            observed_free_mib: None,
-            allocated_milli,
-            allocated_mib: 80 * u64::from(allocated_milli),
-            penalty: 0.0,
-        }
-    }
-
     #[test]
     fn observed_memory_below_the_requested_view_limits_usable_memory() {
-        let mut state = gpu(0, 0);
+        let mut state = test_gpu(0, 0);
         state.observed_free_mib = Some(10_000);
         assert_eq!(state.usable_free_mib(1_000), 9_000);
         assert_eq!(
