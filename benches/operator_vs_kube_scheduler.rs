@@ -631,7 +631,8 @@ mod quality {
             .map(std::sync::Arc::new)
             .collect();
         let snapshot =
-            gpufleet_operator::snapshot::build(&list, &BTreeMap::new(), Vec::new(), 0, u64::MAX);
+            gpufleet_operator::snapshot::build(&list, &BTreeMap::new(), Vec::new(), 0, u64::MAX)
+                .fleet;
         let mut engine = Engine::new(
             &snapshot,
             EngineConfig::new(strategy_of(strategy), WorkloadMix::inference_default()),

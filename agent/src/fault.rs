@@ -144,8 +144,21 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("`{text}` must be a non-negative time"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    // `Duration::from_secs_f64` panics past u64::MAX seconds; a fault script has no use for
+    // times beyond a year of simulated run.
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|duration| *duration <= MAX_SCRIPT_TIME)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is beyond the longest fault-script time, {} days",
+                MAX_SCRIPT_TIME.as_secs() / 86_400
+            )
+        })
 }
+
+/// The latest time a fault script may name: a year.
+pub const MAX_SCRIPT_TIME: Duration = Duration::from_secs(366 * 86_400);
 
 /// Parses one fault, `KIND[:ARG]@gpuN@t=START[..END]`.
 pub fn parse_fault(input: &str) -> Result<Fault> {
@@ -289,6 +302,27 @@ mod tests {
         assert!(message("thermal@gpu0@t=5s..2s").contains("after the start"));
     }
 
+    /// Hardening finding 5: `t=1e20s` panicked in `Duration::from_secs_f64`.
+    #[test]
+    fn times_beyond_a_year_are_refused_not_panicked_on() {
+        for script in [
+            "xid:79@gpu0@t=1e20s",
+            "dbe@gpu0@t=0s..1e300m",
+            "dbe@gpu0@t=527100m",
+        ] {
+            assert!(parse_script(script).is_err(), "{script} was accepted");
+        }
+        let message = parse_script("xid:79@gpu0@t=1e20s")
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("beyond the longest"), "{message}");
+        assert!(
+            parse_script("xid:79@gpu0@t=525600m").is_ok(),
+            "a year is allowed"
+        );
+    }
+
     #[test]
     fn activity_window_is_half_open() -> Result<()> {
         let fault = parse_fault("thermal@gpu0@t=1s..3s")?;
@@ -314,6 +348,13 @@ mod tests {
             let json = serde_json::to_string(&fault).unwrap_or_default();
             let back: Fault = serde_json::from_str(&json).map_err(|error| TestCaseError::fail(error.to_string()))?;
             prop_assert_eq!(back, fault);
+        }
+
+        /// No fault script, however odd, panics the parser.
+        #[test]
+        fn any_script_is_parsed_or_refused_without_panicking(script in "\\PC{0,60}", seconds in proptest::num::f64::ANY) {
+            let _ = parse_script(&script);
+            let _ = parse_script(&format!("xid:79@gpu0@t={seconds}s"));
         }
 
         #[test]

@@ -261,6 +261,11 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
     );
     assert_eq!(gpu_state(&object, 3), Some(HealthState::Healthy));
     let free_before = free_mib(&object, 0).ok_or("no free memory published")?;
+    assert!(
+        free_before > 0,
+        "GPU 0 has no free memory to take: {}",
+        describe(&object)
+    );
     let labelled = Api::<Node>::all(client.clone()).get(&name).await?;
     let labels = labelled.metadata.labels.unwrap_or_default();
     assert_eq!(
@@ -308,7 +313,9 @@ async fn agent_publishes_and_reports_xid_79_and_foreign_memory() -> TestResult {
         &name,
         Duration::from_secs(60),
         "the foreign process as less free memory",
-        |object| free_mib(object, 0).is_some_and(|free| free + 20_000 <= free_before),
+        // 20 GiB less, or none left: the simulated jobs of a randomly named node may leave
+        // less than 20 GiB free, and free memory stops at 0 (seen in one CI run in five).
+        |object| free_mib(object, 0).is_some_and(|free| free <= free_before.saturating_sub(20_000)),
     )
     .await?;
     eprintln!(

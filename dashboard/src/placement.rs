@@ -359,6 +359,22 @@ pub fn place(
         .collect();
     let mut snapshot = snapshot_of(fleet);
     let mut round = PlacementRound::default();
+    // A malformed GpuNode costs its own node, not the round of every deployment.
+    for unusable in snapshot.take_unusable_nodes() {
+        round.events.push(FleetEvent {
+            id: format!("left-out/{}@{now_ms}", unusable.name),
+            at_ms: now_ms,
+            severity: "Warning".to_owned(),
+            reason: "LeftOutOfPlacement".to_owned(),
+            object_kind: "GpuNode".to_owned(),
+            object_name: unusable.name.clone(),
+            gpu_uuid: None,
+            message: format!(
+                "nothing is placed on node {} until this is fixed: {}",
+                unusable.name, unusable.problem
+            ),
+        });
+    }
     // Replicas kept from the previous round, by deployment key then replica name.
     let mut kept: BTreeMap<String, BTreeMap<String, ReplicaView>> = BTreeMap::new();
     let mut moved_from: BTreeMap<String, String> = BTreeMap::new();

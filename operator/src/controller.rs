@@ -95,6 +95,9 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     config: OperatorConfig,
+    /// Nodes left out of placement and why, as last reported: an Event goes out when a node
+    /// is first left out or its problem changes, not on every reconcile of every deployment.
+    left_out_reported: Mutex<BTreeMap<String, String>>,
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -179,6 +182,45 @@ impl Context {
             .remove(&key(namespace, pod));
     }
 
+    /// Reports the nodes left out of this snapshot: the metric always, an Event on each
+    /// GpuNode (or Node) whose problem is new.
+    async fn report_left_out(&self, left_out: &[snapshot::LeftOut]) {
+        self.metrics.set_nodes_left_out(left_out.len());
+        let new: Vec<&snapshot::LeftOut> = {
+            let mut reported = self
+                .left_out_reported
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now: BTreeMap<String, String> = left_out
+                .iter()
+                .map(|node| (node.node.clone(), node.why.clone()))
+                .collect();
+            let new = left_out
+                .iter()
+                .filter(|node| reported.get(&node.node) != Some(&node.why))
+                .collect();
+            *reported = now;
+            new
+        };
+        for node in new {
+            warn!(node = %node.node, why = %node.why, "node left out of placement");
+            self.publish(
+                Event {
+                    type_: EventType::Warning,
+                    reason: "LeftOutOfPlacement".into(),
+                    note: Some(format!(
+                        "gpufleet places nothing on node {} until this is fixed: {}",
+                        node.node, node.why
+                    )),
+                    action: "Snapshot".into(),
+                    secondary: None,
+                },
+                node.reference.clone(),
+            )
+            .await;
+        }
+    }
+
     async fn publish(&self, event: Event, reference: ObjectReference) {
         if let Err(error) = self.recorder.publish(&event, &reference).await {
             warn!(%error, reason = %event.reason, "publishing an Event failed");
@@ -203,6 +245,8 @@ struct Decisions {
     /// Time until the first GpuNode heartbeat of a node holding one of its replicas goes
     /// stale, so the requeue lands right then instead of at the next resync.
     next_heartbeat_deadline: Option<Duration>,
+    /// Nodes the snapshot left out because the engine cannot use them.
+    left_out: Vec<snapshot::LeftOut>,
 }
 
 /// Reconciles one InferenceDeployment.
@@ -228,6 +272,7 @@ pub async fn reconcile(
         decide(&deployment, &context, &namespace)?
     };
 
+    context.report_left_out(&decisions.left_out).await;
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let deployment_reference = deployment.object_ref(&());
 
@@ -430,7 +475,10 @@ fn decide(
         .map(|g| (g.name_any(), g))
         .collect();
     let nodes = context.nodes.state();
-    let snapshot = snapshot::build(
+    let snapshot::Built {
+        fleet: snapshot,
+        left_out,
+    } = snapshot::build(
         &nodes,
         &gpu_nodes,
         context.placements(),
@@ -519,7 +567,17 @@ fn decide(
     let mut create = Vec::new();
     let mut unplaced = 0;
     let mut unplaceable_reason = None;
+    // A template that does not decode as a Pod template (the CRD keeps it schemaless) holds
+    // this deployment's new replicas back, with the reason in its status and an Event; every
+    // other deployment is placed as usual.
+    let template_problem = deployment.spec.template.spec().err();
     for ordinal in free_ordinals(&ordinals, plan.create as usize) {
+        if let Some(why) = template_problem {
+            context.metrics.record_decision(false);
+            unplaced += 1;
+            unplaceable_reason.get_or_insert_with(|| why.to_owned());
+            continue;
+        }
         let pod_name = pod_name(&name, ordinal);
         let request = request_for(deployment, &pod_name);
         let decision_started = Instant::now();
@@ -605,6 +663,7 @@ fn decide(
         snapshot,
         desired,
         budget,
+        left_out,
     })
 }
 
@@ -812,6 +871,7 @@ pub async fn run(
         last_defragment: Mutex::new(None),
         metrics,
         config,
+        left_out_reported: Mutex::new(BTreeMap::new()),
     });
 
     // A GpuNode or Node change (a GPU turning Unhealthy, a node NotReady) wakes every

@@ -48,6 +48,14 @@ pub enum Error {
         /// What was being cached.
         resource: &'static str,
     },
+    /// An InferenceDeployment's template does not decode as a Pod template.
+    #[error("InferenceDeployment {deployment}: {why}")]
+    InvalidTemplate {
+        /// `namespace/name` of the deployment.
+        deployment: String,
+        /// Where the template does not fit a PodTemplateSpec, and why.
+        why: String,
+    },
     /// Creating a replica's Pod failed.
     #[error("creating Pod {pod}: {source}")]
     CreatePod {

@@ -41,6 +41,7 @@ pub struct Metrics {
     fragmentation: Gauge<f64, AtomicU64>,
     reconcile_errors: Counter,
     leader: Gauge,
+    nodes_left_out: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
         let fragmentation = Gauge::<f64, AtomicU64>::default();
         let reconcile_errors = Counter::default();
         let leader = Gauge::default();
+        let nodes_left_out = Gauge::default();
         registry.register(
             "decision_seconds",
             "Time of one placement decision",
@@ -97,6 +99,11 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        registry.register(
+            "nodes_left_out",
+            "GPU nodes left out of placement because their GpuNode or Node cannot be used (see the LeftOutOfPlacement Events)",
+            nodes_left_out.clone(),
+        );
         Self {
             registry,
             decision_seconds,
@@ -107,6 +114,7 @@ impl Metrics {
             fragmentation,
             reconcile_errors,
             leader,
+            nodes_left_out,
         }
     }
 
@@ -151,6 +159,12 @@ impl Metrics {
     /// Counts a failed reconcile.
     pub fn record_reconcile_error(&self) {
         self.reconcile_errors.inc();
+    }
+
+    /// Sets how many nodes the last snapshot left out.
+    pub fn set_nodes_left_out(&self, count: usize) {
+        self.nodes_left_out
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Records whether this replica leads.

@@ -107,22 +107,33 @@ pub fn workload_mix(deployments: &[Arc<InferenceDeployment>]) -> WorkloadMix {
 
 /// CPU (millicores) and memory (MiB) the template's containers request.
 fn template_requests(deployment: &InferenceDeployment) -> (u64, u64) {
+    // A template that does not decode places nothing (the reconcile says why), so it asks
+    // for nothing either.
     let containers = deployment
         .spec
         .template
-        .spec
-        .as_ref()
+        .spec()
+        .ok()
+        .and_then(|template| template.spec.as_ref())
         .map(|spec| &spec.containers);
-    let mut cpu = 0;
-    let mut memory = 0;
+    let mut cpu: u64 = 0;
+    let mut memory: u64 = 0;
     for container in containers.into_iter().flatten() {
         let requests = container
             .resources
             .as_ref()
             .and_then(|r| r.requests.as_ref());
         if let Some(requests) = requests {
-            cpu += requests.get("cpu").and_then(cpu_millis).unwrap_or(0);
-            memory += requests.get("memory").and_then(memory_mib).unwrap_or(0);
+            // Saturating: an absurd request must read as absurd (and be refused by the
+            // engine), never wrap around into a small one.
+            cpu = requests
+                .get("cpu")
+                .and_then(cpu_millis)
+                .map_or(cpu, |millis| cpu.saturating_add(millis));
+            memory = requests
+                .get("memory")
+                .and_then(memory_mib)
+                .map_or(memory, |mib| memory.saturating_add(mib));
         }
     }
     (cpu, memory)
@@ -169,7 +180,8 @@ pub fn memory_mib(quantity: &Quantity) -> Option<u64> {
 /// share a device the engine chose, which the annotation and the environment name.
 ///
 /// # Errors
-/// [`Error::MissingField`] when the deployment has no uid or namespace yet.
+/// [`Error::MissingField`] when the deployment has no uid or namespace yet,
+/// [`Error::InvalidTemplate`] when its template does not decode as a Pod template.
 pub fn pod_for(
     deployment: &InferenceDeployment,
     pod_name: &str,
@@ -185,7 +197,14 @@ pub fn pod_for(
         kind: "InferenceDeployment",
         field: "metadata.namespace",
     })?;
-    let template = &deployment.spec.template;
+    let template = deployment
+        .spec
+        .template
+        .spec()
+        .map_err(|why| Error::InvalidTemplate {
+            deployment: format!("{namespace}/{}", deployment.name_any()),
+            why: why.to_owned(),
+        })?;
     let template_meta = template.metadata.clone().unwrap_or_default();
 
     let mut labels = template_meta.labels.unwrap_or_default();
@@ -240,6 +259,11 @@ pub fn pod_for(
         });
     }
     let whole_gpus = (decision.gpu_milli >= 1000).then_some(decision.gpus.len());
+    // Init containers see the same GPUs as the rest of the replica: left unset,
+    // the container toolkit would hand an init container every GPU of the node.
+    for container in spec.init_containers.iter_mut().flatten() {
+        set_env(container, "NVIDIA_VISIBLE_DEVICES", &visible);
+    }
     for (position, container) in spec.containers.iter_mut().enumerate() {
         set_env(container, "NVIDIA_VISIBLE_DEVICES", &visible);
         if position == 0
@@ -485,6 +509,62 @@ mod tests {
                 .and_then(|r| r.limits.as_ref())
                 .is_none()
         );
+    }
+
+    /// Hardening finding 6: an init container without `NVIDIA_VISIBLE_DEVICES` could ask the
+    /// container toolkit for every GPU of the node.
+    #[test]
+    fn init_containers_see_only_the_chosen_gpus() {
+        let object = deployment(json!({"gpu": {"count": 2},
+            "template": {"spec": {
+                "initContainers": [{"name": "fetch-weights", "image": "x",
+                    "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}],
+                "containers": [{"name": "s", "image": "x"}]}}}));
+        let pod = pod_for(&object, "llm-r0", 0, &decision(1000), 0).expect("pod");
+        let init = &pod
+            .spec
+            .as_ref()
+            .expect("spec")
+            .init_containers
+            .as_ref()
+            .expect("init")[0];
+        let visible: Vec<Option<&str>> = init
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "NVIDIA_VISIBLE_DEVICES")
+            .map(|e| e.value.as_deref())
+            .collect();
+        assert_eq!(visible, [Some("GPU-2,GPU-3")]);
+    }
+
+    /// Hardening finding 3: template requests summed with `+=` wrapped around; an absurd
+    /// request must stay absurd so the engine refuses it.
+    #[test]
+    fn absurd_template_requests_saturate_instead_of_wrapping() {
+        let huge = "18446744073709551615m";
+        let object = deployment(json!({"gpu": {"count": 1},
+            "template": {"spec": {"containers": [
+                {"name": "a", "image": "x", "resources": {"requests": {"cpu": huge}}},
+                {"name": "b", "image": "x", "resources": {"requests": {"cpu": huge}}}]}}}));
+        assert_eq!(request_for(&object, "x").cpu_milli, u64::MAX);
+    }
+
+    /// A template that does not decode places nothing and says where it is wrong.
+    #[test]
+    fn a_badly_typed_template_is_an_error_naming_the_field() {
+        let object = deployment(json!({"gpu": {"count": 1},
+            "template": {"spec": {"containers": [{"name": "s", "image": "x",
+                "resources": {"requests": 5}}]}}}));
+        let error = pod_for(&object, "llm-r0", 0, &decision(1000), 0)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("serving/llm") && error.contains("spec.template.spec.containers[0]"),
+            "{error}"
+        );
+        assert_eq!(request_for(&object, "x").cpu_milli, 0);
     }
 
     #[test]

@@ -13,9 +13,9 @@ use gpufleet_api::labels::{GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, NVIDIA_GPU_RESOU
 use gpufleet_placement::{
     ComputeCapability, ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, NodeSnapshot,
 };
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::replica::{cpu_millis, memory_mib};
 
@@ -124,6 +124,28 @@ fn gpus_from_labels(node: &Node) -> Vec<GpuSnapshot> {
         .collect()
 }
 
+/// The engine's snapshot, and the nodes left out of it because the engine cannot use them.
+#[derive(Debug)]
+pub struct Built {
+    /// Every usable GPU node and the placements on them.
+    pub fleet: FleetSnapshot,
+    /// Nodes left out, with the object to report each on and why.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A node left out of placement: a malformed GpuNode (two GPUs with one index, a GPU of size 0
+/// where the agent should have left it out) must cost only its own node, never every
+/// deployment's placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftOut {
+    /// The node's name.
+    pub node: String,
+    /// The GpuNode that describes it (or its Node, without one): where the Event goes.
+    pub reference: ObjectReference,
+    /// What is wrong, naming the field.
+    pub why: String,
+}
+
 /// Builds the engine's snapshot of every GPU node.
 #[must_use]
 pub fn build(
@@ -132,7 +154,7 @@ pub fn build(
     placements: Vec<ExistingPlacement>,
     now_ms: u64,
     stale_after_ms: u64,
-) -> FleetSnapshot {
+) -> Built {
     let mut snapshot_nodes: Vec<NodeSnapshot> = nodes
         .iter()
         .filter_map(|node| {
@@ -194,10 +216,32 @@ pub fn build(
                 .is_some_and(|node| accountable(placement, node))
         })
         .collect();
-    FleetSnapshot {
+    let mut fleet = FleetSnapshot {
         nodes: snapshot_nodes,
         placements,
-    }
+    };
+    let left_out = fleet
+        .take_unusable_nodes()
+        .into_iter()
+        .map(|unusable| {
+            let reference = gpu_nodes.get(&unusable.name).map_or_else(
+                || {
+                    nodes
+                        .iter()
+                        .find(|node| node.name_any() == unusable.name)
+                        .map(|node| node.object_ref(&()))
+                        .unwrap_or_default()
+                },
+                |gpu_node| gpu_node.object_ref(&()),
+            );
+            LeftOut {
+                node: unusable.name,
+                reference,
+                why: unusable.problem.to_string(),
+            }
+        })
+        .collect();
+    Built { fleet, left_out }
 }
 
 /// Whether the engine can account `placement` on `node`: a share of 1–1000 thousandths on at
@@ -316,7 +360,8 @@ mod tests {
             vec![],
             NOW,
             DEFAULT_HEARTBEAT_STALE_AFTER_MS,
-        );
+        )
+        .fleet;
         assert_eq!(snapshot.nodes.len(), 2);
         let a = &snapshot.nodes[0];
         assert_eq!(a.gpus.len(), 2);
@@ -341,7 +386,8 @@ mod tests {
             vec![],
             NOW,
             DEFAULT_HEARTBEAT_STALE_AFTER_MS,
-        );
+        )
+        .fleet;
         assert_eq!(snapshot.nodes.len(), 1);
         assert_eq!(b.gpus[3].memory_mib, 46_068);
         assert_eq!(b.gpus[3].observed_free_mib, None);
@@ -358,7 +404,8 @@ mod tests {
             vec![],
             NOW,
             DEFAULT_HEARTBEAT_STALE_AFTER_MS,
-        );
+        )
+        .fleet;
         assert_eq!(failure_of(&placement("a", vec![0]), &snapshot), None);
         assert!(
             failure_of(&placement("a", vec![0, 1]), &snapshot)
@@ -380,7 +427,8 @@ mod tests {
             vec![],
             NOW,
             DEFAULT_HEARTBEAT_STALE_AFTER_MS,
-        );
+        )
+        .fleet;
         assert!(
             failure_of(&placement("a", vec![0]), &snapshot)
                 .is_some_and(|why| why.contains("stale"))
@@ -408,7 +456,8 @@ mod tests {
             vec![lost.clone(), zero_share, fine],
             NOW,
             DEFAULT_HEARTBEAT_STALE_AFTER_MS,
-        );
+        )
+        .fleet;
         let kept: Vec<&str> = snapshot.placements.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(kept, ["ns/fine"]);
         assert!(
@@ -419,5 +468,42 @@ mod tests {
             failure_of(&lost, &snapshot)
                 .is_some_and(|why| why.contains("GPU 5") && why.contains("no longer reported"))
         );
+    }
+
+    /// Finding 4 of the hardening issue: a GpuNode listing one GPU index twice is left out,
+    /// reported on that GpuNode, and every other node stays placeable.
+    #[test]
+    fn a_gpu_node_with_a_repeated_index_is_left_out_and_reported_on_itself() {
+        let nodes = vec![node("a", true), node("b", true)];
+        let mut twice = (*gpu_node("b", "2026-01-01T00:00:00Z", 9)).clone();
+        if let Some(status) = twice.status.as_mut() {
+            let first = status.gpus[0].clone();
+            status.gpus[1].index = first.index;
+        }
+        let gpu_nodes = BTreeMap::from([
+            ("a".to_owned(), gpu_node("a", "2026-01-01T00:00:00Z", 9)),
+            ("b".to_owned(), Arc::new(twice)),
+        ]);
+        let built = build(
+            &nodes,
+            &gpu_nodes,
+            vec![placement("a", vec![0]), placement("b", vec![0])],
+            NOW,
+            DEFAULT_HEARTBEAT_STALE_AFTER_MS,
+        );
+        let kept: Vec<&str> = built.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(kept, ["a"]);
+        assert_eq!(built.fleet.placements.len(), 1);
+        assert_eq!(built.left_out.len(), 1);
+        let left_out = &built.left_out[0];
+        assert_eq!(left_out.node, "b");
+        assert_eq!(left_out.reference.kind.as_deref(), Some("GpuNode"));
+        assert_eq!(left_out.reference.name.as_deref(), Some("b"));
+        assert!(
+            left_out.why.contains("gpus[1].index") && left_out.why.contains("appears twice"),
+            "{}",
+            left_out.why
+        );
+        assert!(gpufleet_placement::Engine::new(&built.fleet, Default::default()).is_ok());
     }
 }

@@ -588,6 +588,23 @@ impl Demand {
     }
 }
 
+/// The most tangent cuts of the scaling law's piecewise-linear bound (each is one LP row per
+/// stage and period).
+pub const MAX_TANGENT_CUTS: usize = 64;
+/// The longest lead time or age, in periods: the longest horizon (400) times ten.
+pub const MAX_PERIOD_OFFSET: usize = 4_000;
+
+fn check_periods(field: String, value: usize, hint: &str) -> Result<()> {
+    if value > MAX_PERIOD_OFFSET {
+        return Err(invalid(
+            field,
+            format!("{value}"),
+            format!("use 0–{MAX_PERIOD_OFFSET} ({hint})"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_number(field: String, value: f64, low: f64, high: f64, fix: &str) -> Result<()> {
     if value.is_finite() && value >= low && value <= high {
         Ok(())
@@ -652,11 +669,11 @@ impl Scenario {
             366.0,
             "periods per year, e.g. 4",
         )?;
-        if self.scaling.tangent_cuts < 2 {
+        if self.scaling.tangent_cuts < 2 || self.scaling.tangent_cuts > MAX_TANGENT_CUTS {
             return Err(invalid(
                 "scaling.tangent_cuts",
-                "fewer than 2",
-                "use 2 or more cuts (8 is plenty)",
+                format!("{}", self.scaling.tangent_cuts),
+                format!("use 2–{MAX_TANGENT_CUTS} cuts (8 is plenty)"),
             ));
         }
         if self.gpus.is_empty() {
@@ -770,7 +787,23 @@ impl Scenario {
                 1e5,
                 "GPUs installed at the start, in thousands",
             )?;
+            // Period arithmetic adds these to period numbers: bounded, they cannot wrap.
+            check_periods(
+                at("lead_time_periods"),
+                gpu.lead_time_periods,
+                "periods from order to service, e.g. 1",
+            )?;
+            check_periods(
+                at("installed_age_periods"),
+                gpu.installed_age_periods,
+                "how many periods the installed GPUs have served, e.g. 2",
+            )?;
         }
+        check_periods(
+            "economics.build_lead_time_periods".into(),
+            self.economics.build_lead_time_periods,
+            "periods from a build decision to power, e.g. 6",
+        )?;
         let economics = &self.economics;
         economics
             .capex_budget_musd
@@ -1230,6 +1263,32 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hardening finding 3: lead times and ages near `usize::MAX` passed validation and
+    /// wrapped in period arithmetic (infinite lead times made plans cheaper).
+    #[test]
+    fn lead_times_ages_and_cuts_beyond_their_bounds_are_refused_by_name() {
+        let text = crate::library::text("baseline").unwrap();
+        type Break = fn(&mut Scenario);
+        let cases: [(&str, Break); 4] = [
+            ("gpus[0].lead_time_periods", |s| {
+                s.gpus[0].lead_time_periods = usize::MAX;
+            }),
+            ("gpus[0].installed_age_periods", |s| {
+                s.gpus[0].installed_age_periods = usize::MAX - 1;
+            }),
+            ("economics.build_lead_time_periods", |s| {
+                s.economics.build_lead_time_periods = usize::MAX;
+            }),
+            ("scaling.tangent_cuts", |s| s.scaling.tangent_cuts = 1 << 40),
+        ];
+        for (field, break_it) in cases {
+            let mut scenario = Scenario::from_yaml(text).unwrap();
+            break_it(&mut scenario);
+            let message = scenario.validate().unwrap_err().to_string();
+            assert!(message.contains(field), "{field}: {message}");
+        }
+    }
 
     #[test]
     fn every_error_names_the_field_and_a_fix() {

@@ -44,8 +44,9 @@ pub(crate) struct DashboardArgs {
     /// (GET /api/v1/recorder reports the recorder's buffer and drops).
     #[arg(long, conflicts_with = "simulate")]
     kubernetes: bool,
-    /// Number of simulated nodes (8 or 4 GPUs each).
-    #[arg(long, default_value_t = 36, requires = "simulate")]
+    /// Number of simulated nodes (8 or 4 GPUs each), 1–10,000.
+    #[arg(long, default_value_t = 36, requires = "simulate",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     nodes: usize,
     /// Keep history in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DATABASE) instead of
     /// memory; the schema is migrated at start-up.

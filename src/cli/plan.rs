@@ -79,8 +79,9 @@ struct RunArgs {
     /// cost frontier).
     #[arg(long)]
     chart: Option<PathBuf>,
-    /// Points on the quality-vs-cost frontier drawn in the chart.
-    #[arg(long, default_value_t = 6)]
+    /// Points on the quality-vs-cost frontier drawn in the chart, 2–200 (one LP solve each).
+    #[arg(long, default_value_t = 6,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=200))]
     frontier_points: usize,
 }
 

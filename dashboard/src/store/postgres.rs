@@ -14,6 +14,7 @@
 //! Times are `timestamptz`; the API speaks Unix milliseconds, converted in SQL exactly
 //! (`'epoch' + ms × 1 ms` in, `extract(epoch …) × 1000` out).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -31,9 +32,26 @@ use crate::history::{HistoryPoint, HistoryQuery, Subject, TelemetrySample};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// History in PostgreSQL.
+///
+/// The store rides out a database that is down: it is created without a connection, migrates
+/// on first contact, and until then every call fails with [`StoreError::Connect`] (the
+/// recorder buffers and counts, history answers 503, `/healthz` says degraded) instead of the
+/// dashboard exiting or restarting.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Set once the embedded migrations have run against this pool.
+    migrated: Arc<tokio::sync::OnceCell<()>>,
+}
+
+/// Whether `error` says the server could not be reached (down, restarting, the network),
+/// rather than that it refused us (wrong password, missing rights): the first is ridden out,
+/// the second is the user's to fix and stops start-up.
+fn unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+    )
 }
 
 fn query_error(step: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -55,14 +73,28 @@ impl PostgresStore {
     ///
     /// # Errors
     /// [`StoreError::Connect`] or [`StoreError::Migrate`], saying what to check.
+    ///
+    /// A server that cannot be reached now is not an error: the store is returned unmigrated
+    /// and migrates when the server answers. A server that answers and refuses (credentials,
+    /// rights, a schema it cannot migrate) is.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
+            .connect_lazy(url)
             .map_err(StoreError::Connect)?;
-        Self::from_pool(pool).await
+        let store = Self {
+            pool,
+            migrated: Arc::new(tokio::sync::OnceCell::new()),
+        };
+        match store.ready().await {
+            Ok(_) => {}
+            Err(StoreError::Connect(error)) if unreachable(&error) => {
+                tracing::warn!(%error, "PostgreSQL is unreachable; serving without history until it answers");
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(store)
     }
 
     /// Uses an existing pool, applying the embedded migrations.
@@ -71,7 +103,25 @@ impl PostgresStore {
     /// [`StoreError::Migrate`] when the schema cannot be brought up to date.
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            migrated: Arc::new(tokio::sync::OnceCell::new_with(Some(()))),
+        })
+    }
+
+    /// The pool, once the schema is migrated (migrating now if it is not yet).
+    async fn ready(&self) -> StoreResult<&PgPool> {
+        self.migrated
+            .get_or_try_init(|| async {
+                MIGRATOR.run(&self.pool).await.map_err(|error| match error {
+                    sqlx::migrate::MigrateError::Execute(source) if unreachable(&source) => {
+                        StoreError::Connect(source)
+                    }
+                    other => StoreError::Migrate(other),
+                })
+            })
+            .await?;
+        Ok(&self.pool)
     }
 
     /// The pool, for maintenance and tests.
@@ -129,7 +179,7 @@ ON CONFLICT (gpu_uuid, at, resolution_ms) DO NOTHING",
             health.as_slice(),
             sample_counts.as_slice(),
         )
-        .execute(&self.pool)
+        .execute(self.ready().await?)
         .await
         .map_err(query_error("insert telemetry samples"))?;
         Ok(result.rows_affected())
@@ -170,7 +220,7 @@ GROUP BY 1 ORDER BY 1"#,
                     from,
                     to,
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(self.ready().await?)
                 .await
             }
             Subject::Node(node) => {
@@ -198,7 +248,7 @@ GROUP BY 1 ORDER BY 1"#,
                     from,
                     to,
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(self.ready().await?)
                 .await
             }
         };
@@ -236,7 +286,7 @@ ON CONFLICT (id) DO NOTHING",
             gpu_uuid.as_slice() as &[Option<&str>],
             message.as_slice() as &[&str],
         )
-        .execute(&self.pool)
+        .execute(self.ready().await?)
         .await
         .map_err(query_error("insert fleet events"))?;
         Ok(result.rows_affected())
@@ -251,7 +301,7 @@ SELECT id, (extract(epoch FROM at) * 1000)::int8 AS "at_ms!", severity, reason, 
 FROM fleet_events ORDER BY at DESC, id DESC LIMIT $1"#,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.ready().await?)
         .await
         .map_err(query_error("read fleet events"))
     }
@@ -310,7 +360,7 @@ ORDER BY at DESC, id DESC LIMIT $2"#,
             deployment,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.ready().await?)
         .await
         .map_err(query_error("read placement decisions"))
     }
@@ -328,7 +378,7 @@ RETURNING id",
             &run.result,
             run.csv.as_str(),
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.ready().await?)
         .await
         .map_err(query_error("insert a planner run"))
     }
@@ -342,7 +392,7 @@ SELECT id, (extract(epoch FROM at) * 1000)::int8 AS "at_ms!", scenario, paramete
 FROM planner_runs WHERE id = $1"#,
             id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.ready().await?)
         .await
         .map_err(query_error("read a planner run"))
     }
@@ -356,7 +406,7 @@ SELECT id, (extract(epoch FROM at) * 1000)::int8 AS "at_ms!", scenario, paramete
 FROM planner_runs ORDER BY id DESC LIMIT $1"#,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.ready().await?)
         .await
         .map_err(query_error("list planner runs"))
     }
@@ -370,7 +420,7 @@ impl Store for PostgresStore {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             sqlx::query_scalar!("SELECT 1")
-                .fetch_one(&self.pool)
+                .fetch_one(self.ready().await?)
                 .await
                 .map_err(query_error("answer a ping"))?;
             Ok(())
@@ -424,7 +474,7 @@ SELECT count(*)::int8 AS "moved!" FROM moved"#,
                 millis(before_ms),
                 bucket_ms,
             )
-            .fetch_one(&self.pool)
+            .fetch_one(self.ready().await?)
             .await
             .map_err(query_error("roll telemetry samples up"))?;
             Ok(u64::try_from(moved).unwrap_or(0))
@@ -439,7 +489,7 @@ SELECT count(*)::int8 AS "moved!" FROM moved"#,
 DELETE FROM gpu_samples WHERE at < 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'",
                 millis(before_ms),
             )
-            .execute(&self.pool)
+            .execute(self.ready().await?)
             .await
             .map_err(query_error("delete expired telemetry samples"))?;
             Ok(result.rows_affected())

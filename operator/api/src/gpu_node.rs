@@ -41,9 +41,12 @@ pub struct GpuNodeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuNodeStatus {
-    /// One entry per physical GPU, ordered by NVML index.
+    /// One entry per physical GPU, ordered by NVML index. A map list keyed by index: the
+    /// apiserver refuses two entries with one index, which would make the GPU ambiguous to
+    /// every placement.
     #[serde(default)]
     #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["index"]))]
     pub gpus: Vec<GpuDevice>,
     /// Aggregates over `gpus`, for printer columns and quick filtering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,8 +80,10 @@ pub struct GpuNodeStatus {
 #[serde(rename_all = "camelCase")]
 pub struct GpuNodeSummary {
     /// GPUs found on the node.
+    #[schemars(range(max = 64))]
     pub gpu_count: u32,
     /// GPUs whose health is `Healthy`.
+    #[schemars(range(max = 64))]
     pub healthy_count: u32,
     /// Sum of free memory over healthy GPUs, MiB.
     #[serde(rename = "memoryFreeMiB")]
@@ -95,7 +100,10 @@ pub struct GpuNodeSummary {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuDevice {
-    /// NVML index on the node (the `gpu` label of dcgm-exporter).
+    /// NVML index on the node (the `gpu` label of dcgm-exporter). Every bounded integer of
+    /// this type has a schema maximum within its Rust type, so no object the apiserver
+    /// accepts can fail to decode and stop the watches of every GpuNode.
+    #[schemars(range(max = 1023))]
     pub index: u32,
     /// Stable UUID, e.g. `GPU-5c3a…`; what `NVIDIA_VISIBLE_DEVICES` takes.
     #[schemars(length(min = 1))]
@@ -115,9 +123,11 @@ pub struct GpuDevice {
     /// GPUs sharing an NVLink/NVSwitch domain share this number; multi-GPU replicas stay inside
     /// one group. Absent when the GPU has no NVLink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1023))]
     pub nvlink_group: Option<u32>,
     /// NUMA node the GPU is attached to, when the platform reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1, max = 1023))]
     pub numa_node: Option<i32>,
     /// Whether MIG mode is enabled on this GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +159,7 @@ pub struct GpuTelemetry {
     pub utilization_percent: Option<u32>,
     /// GPU core temperature, °C.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
     pub temperature_celsius: Option<u32>,
     /// Power draw, W.
     #[serde(default, skip_serializing_if = "Option::is_none")]

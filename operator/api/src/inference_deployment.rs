@@ -6,13 +6,14 @@
 //! qualify, and a placement policy. The operator owns the Pods, binds each to the node and GPUs
 //! its placement engine chose, and reports where every replica sits and why.
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+use crate::pod_template::PodTemplate;
 
 /// Desired state of an InferenceDeployment.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -55,7 +56,7 @@ pub struct InferenceDeploymentSpec {
     /// Pod template of one replica, as in a Deployment. The operator adds the GPU resource
     /// limit, the chosen node and `NVIDIA_VISIBLE_DEVICES`; it must not set `nodeName` itself.
     #[schemars(schema_with = "pod_template_schema")]
-    pub template: PodTemplateSpec,
+    pub template: PodTemplate,
 }
 
 fn default_replicas() -> i32 {
@@ -153,7 +154,7 @@ pub struct PlacementPolicy {
     pub strategy: PlacementStrategy,
     /// At most this many replicas on one node (anti-affinity); absent = no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100_000))]
     pub max_replicas_per_node: Option<u32>,
     /// Node label keys to spread replicas evenly over, e.g. `topology.kubernetes.io/zone`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

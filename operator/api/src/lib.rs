@@ -18,6 +18,7 @@ pub mod conditions;
 pub mod gpu_node;
 pub mod inference_deployment;
 pub mod labels;
+pub mod pod_template;
 
 pub use capacity_plan::{CapacityPlan, CapacityPlanSpec, CapacityPlanStatus};
 pub use gpu_node::{GpuNode, GpuNodeSpec, GpuNodeStatus};

@@ -36,7 +36,7 @@ use crate::fleet::{FleetSnapshot, GpuHealth, HOSTNAME_LABEL, NodeSnapshot};
 use crate::fragmentation::{Change, FragmentationMeasure, Groups, Host, Model, NodeFragments};
 use crate::request::{GpuRequest, ReplicaRequest};
 use crate::score::{self, Candidate, NodeView, Penalties, PodTag, Scoring, ShapeNeeds};
-use crate::state::{GpuState, MAX_GPUS_PER_NODE, PCIE_DOMAIN, ProductMask, intern_product};
+use crate::state::{GpuState, PCIE_DOMAIN, ProductMask, intern_product};
 use crate::strategy::{EngineConfig, Strategy, TaskShape, WorkloadMix};
 use crate::{Error, Result};
 
@@ -1498,48 +1498,15 @@ fn build_node(
     config: &EngineConfig,
     products: &mut Vec<String>,
 ) -> Result<NodeState> {
-    let invalid = |field: String, problem: String| Error::InvalidNode {
-        node: node.name.clone(),
-        field,
-        problem,
-    };
-    if node.gpus.is_empty() {
-        return Err(invalid(
-            "gpus".to_owned(),
-            "is empty; list the node's GPUs, or leave CPU-only nodes out of the snapshot"
-                .to_owned(),
-        ));
-    }
-    if node.gpus.len() > MAX_GPUS_PER_NODE {
-        return Err(invalid(
-            "gpus".to_owned(),
-            format!(
-                "has {} GPUs; at most {MAX_GPUS_PER_NODE} are supported",
-                node.gpus.len()
-            ),
-        ));
+    if let Some(problem) = node.problem() {
+        return Err(problem);
     }
     let mut gpus = Vec::with_capacity(node.gpus.len());
     let mut penalties = Vec::with_capacity(node.gpus.len());
     let mut identities: Vec<ChosenGpu> = Vec::with_capacity(node.gpus.len());
     let mut sorted: Vec<_> = node.gpus.iter().collect();
     sorted.sort_by_key(|gpu| gpu.index);
-    for (position, gpu) in sorted.into_iter().enumerate() {
-        if identities
-            .iter()
-            .any(|identity| identity.index == gpu.index)
-        {
-            return Err(invalid(
-                format!("gpus[{position}].index"),
-                format!("{} appears twice; device indices must be unique", gpu.index),
-            ));
-        }
-        if gpu.memory_mib == 0 {
-            return Err(invalid(
-                format!("gpus[{position}].memoryMib"),
-                "is 0; give the GPU's framebuffer size in MiB".to_owned(),
-            ));
-        }
+    for gpu in sorted {
         let gpu_penalties = Penalties::of(gpu, config);
         gpus.push(GpuState {
             product: intern_product(products, &gpu.product)?,

@@ -56,6 +56,111 @@ fn default_true() -> bool {
     true
 }
 
+impl NodeSnapshot {
+    /// Why the engine cannot use this node, naming the field to fix; `None` when it can.
+    ///
+    /// [`crate::Engine::new`] refuses a snapshot holding such a node, since a fleet file with a
+    /// typo is its author's to fix. The operator instead leaves the node out
+    /// ([`FleetSnapshot::take_unusable_nodes`]) and reports it: any agent may write its own
+    /// GpuNode, and one bad object must not stop placement for every deployment.
+    #[must_use]
+    pub fn problem(&self) -> Option<crate::Error> {
+        let invalid = |field: String, problem: String| {
+            Some(crate::Error::InvalidNode {
+                node: self.name.clone(),
+                field,
+                problem,
+            })
+        };
+        if self.gpus.is_empty() {
+            return invalid(
+                "gpus".to_owned(),
+                "is empty; list the node's GPUs, or leave CPU-only nodes out of the snapshot"
+                    .to_owned(),
+            );
+        }
+        if self.gpus.len() > crate::state::MAX_GPUS_PER_NODE {
+            return invalid(
+                "gpus".to_owned(),
+                format!(
+                    "has {} GPUs; at most {} are supported",
+                    self.gpus.len(),
+                    crate::state::MAX_GPUS_PER_NODE
+                ),
+            );
+        }
+        for (position, gpu) in self.gpus.iter().enumerate() {
+            if self.gpus[..position]
+                .iter()
+                .any(|earlier| earlier.index == gpu.index)
+            {
+                return invalid(
+                    format!("gpus[{position}].index"),
+                    format!("{} appears twice; device indices must be unique", gpu.index),
+                );
+            }
+            if gpu.memory_mib == 0 {
+                return invalid(
+                    format!("gpus[{position}].memoryMib"),
+                    "is 0; give the GPU's framebuffer size in MiB".to_owned(),
+                );
+            }
+        }
+        None
+    }
+}
+
+/// A node [`FleetSnapshot::take_unusable_nodes`] left out, and why.
+#[derive(Debug)]
+pub struct UnusableNode {
+    /// The node's name.
+    pub name: String,
+    /// What is wrong with it, naming the field.
+    pub problem: crate::Error,
+}
+
+impl FleetSnapshot {
+    /// Takes out every node the engine cannot use ([`NodeSnapshot::problem`]) and every node
+    /// whose name an earlier one already has, with the placements on them, and says why each
+    /// went. What is left is a snapshot [`crate::Engine::new`] accepts, node-wise.
+    pub fn take_unusable_nodes(&mut self) -> Vec<UnusableNode> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        let mut removed = std::collections::BTreeSet::new();
+        self.nodes.retain(|node| {
+            let problem = if names.contains(&node.name) {
+                Some(crate::Error::InvalidNode {
+                    node: node.name.clone(),
+                    field: "name".to_owned(),
+                    problem: "appears twice; node names must be unique".to_owned(),
+                })
+            } else {
+                node.problem()
+            };
+            names.insert(node.name.clone());
+            match problem {
+                Some(problem) => {
+                    removed.insert(node.name.clone());
+                    problems.push(UnusableNode {
+                        name: node.name.clone(),
+                        problem,
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+        if !removed.is_empty() {
+            // A name seen twice is left out altogether: which of the two is the real node is
+            // not for the engine to guess.
+            self.nodes.retain(|node| !removed.contains(&node.name));
+            self.placements
+                .retain(|placement| !removed.contains(&placement.node));
+        }
+        problems
+    }
+}
+
 /// One physical GPU with its inventory and the last telemetry sample.
 ///
 /// A reading the agent could not take is `None`, never 0.

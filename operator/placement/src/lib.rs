@@ -46,7 +46,7 @@ pub use decision::{
 pub use engine::{Engine, FleetSummary, GpuAccount, Removal, plan};
 pub use fleet::{
     ComputeCapability, ExistingPlacement, FleetSnapshot, GpuHealth, GpuSnapshot, HOSTNAME_LABEL,
-    NodeSnapshot,
+    NodeSnapshot, UnusableNode,
 };
 pub use fragmentation::FragmentationMeasure;
 #[cfg(feature = "api")]

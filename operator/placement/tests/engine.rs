@@ -669,3 +669,51 @@ fn absurd_cpu_and_memory_requests_are_refused_not_wrapped_into_fits() -> TestRes
     placed(engine.place(&sane)?)?;
     Ok(())
 }
+
+/// Finding 4 of the hardening issue: a node whose GPUs repeat an index (any agent may write its
+/// own GpuNode) made `Engine::new` fail for everyone. The engine still refuses such a snapshot,
+/// naming the field; `take_unusable_nodes` leaves that node, a node whose name repeats, and
+/// the placements on them out, and the engine places on everything else.
+#[test]
+fn one_malformed_node_is_left_out_and_everything_else_keeps_placing() -> TestResult {
+    let good = node("good", vec![gpu(0), gpu(1)]);
+    let repeated_index = node("bad", vec![gpu(0), gpu(0)]);
+    let twin = node("good-twin", vec![gpu(0)]);
+    let twin_again = node("good-twin", vec![gpu(0), gpu(1)]);
+    let mut snapshot = FleetSnapshot {
+        nodes: vec![good, repeated_index, twin, twin_again],
+        placements: vec![
+            existing("on-good", "good", vec![0], 500, 1_000),
+            existing("on-bad", "bad", vec![0], 500, 1_000),
+        ],
+    };
+    let refused = Engine::new(&snapshot, config(Strategy::FragmentationAware))
+        .err()
+        .ok_or("the engine accepted a node with a repeated GPU index")?
+        .to_string();
+    assert!(refused.contains("gpus[1].index"), "{refused}");
+
+    let left_out = snapshot.take_unusable_nodes();
+    let named: Vec<(&str, String)> = left_out
+        .iter()
+        .map(|unusable| (unusable.name.as_str(), unusable.problem.to_string()))
+        .collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(
+        named[0].0 == "bad" && named[0].1.contains("appears twice"),
+        "{named:?}"
+    );
+    assert!(
+        named[1].0 == "good-twin" && named[1].1.contains("name"),
+        "{named:?}"
+    );
+    let kept: Vec<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(kept, ["good"]);
+    let placements: Vec<&str> = snapshot.placements.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(placements, ["on-good"]);
+
+    let mut engine = Engine::new(&snapshot, config(Strategy::FragmentationAware))?;
+    let decision = placed(engine.place(&fraction("new", "g", 250, 1_000))?)?;
+    assert_eq!(decision.node, "good");
+    Ok(())
+}

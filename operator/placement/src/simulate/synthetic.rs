@@ -16,6 +16,12 @@ use crate::{Error, Result};
 /// Label of the zone a synthetic node is in (four zones).
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
+/// The most nodes a synthetic fleet may have: ten times the largest fleets of the field, and
+/// checked before anything is allocated.
+pub const MAX_SYNTHETIC_NODES: u32 = 100_000;
+/// The most pods a synthetic workload may have.
+pub const MAX_SYNTHETIC_PODS: u32 = 10_000_000;
+
 /// What to generate, read from `nodes=1000,pods=5000,mix=inference,seed=7,telemetry=on`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntheticSpec {
@@ -81,8 +87,10 @@ impl FromStr for SyntheticSpec {
                 "nodes" => {
                     result.nodes = u32::try_from(number(value)?)
                         .ok()
-                        .filter(|nodes| *nodes > 0)
-                        .ok_or_else(|| invalid("`nodes` must be 1 or more".to_owned()))?;
+                        .filter(|nodes| (1..=MAX_SYNTHETIC_NODES).contains(nodes))
+                        .ok_or_else(|| {
+                            invalid(format!("`nodes` must be 1–{MAX_SYNTHETIC_NODES}"))
+                        })?;
                 }
                 "gpus" => {
                     result.gpus_per_node = u32::try_from(number(value)?)
@@ -93,7 +101,11 @@ impl FromStr for SyntheticSpec {
                 "pods" => {
                     result.pods = Some(
                         u32::try_from(number(value)?)
-                            .map_err(|_| invalid("`pods` is too large".to_owned()))?,
+                            .ok()
+                            .filter(|pods| *pods <= MAX_SYNTHETIC_PODS)
+                            .ok_or_else(|| {
+                                invalid(format!("`pods` must be at most {MAX_SYNTHETIC_PODS}"))
+                            })?,
                     );
                 }
                 "seed" => result.seed = number(value)?,
@@ -416,6 +428,9 @@ mod tests {
             ("mix=training", "inference or sharing"),
             ("colour=blue", "unknown key"),
             ("gpus=0", "1–64"),
+            // Hardening finding 5: sizes without a bound ended in a capacity-overflow panic.
+            ("nodes=4000000000", "1–100000"),
+            ("pods=4000000000", "at most 10000000"),
         ];
         for (spec, fix) in cases {
             match spec.parse::<SyntheticSpec>() {
