@@ -797,12 +797,21 @@ async fn a_badly_typed_template_holds_back_only_its_own_deployment() -> anyhow::
             .is_empty()
     );
 
-    // Two GPUs with one index: refused by the apiserver, naming the field.
+    // Two GPUs with one index: refused by the apiserver, by a merge patch (schema validation:
+    // 422 naming the entry) and by server-side apply (the typed patch cannot be built).
     let gpu_nodes: Api<gpufleet_api::GpuNode> = Api::all(bed.client.clone());
     let gpu = json!({"index": 0, "uuid": "GPU-twice", "product": "NVIDIA-H100-80GB-HBM3",
         "memoryTotalMiB": 81559, "health": {"state": "Healthy"}});
     let twice = json!({"apiVersion": "gpufleet.io/v1alpha1", "kind": "GpuNode",
         "status": {"gpus": [gpu, gpu], "source": "e2e-test"}});
+    match gpu_nodes
+        .patch_status(&bed.pool[0], &PatchParams::default(), &Patch::Merge(&twice))
+        .await
+    {
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains("status.gpus[1]") => {}
+        other => anyhow::bail!("merge patch of GPU index 0 twice: expected 422, got {other:?}"),
+    }
     match gpu_nodes
         .patch_status(
             &bed.pool[0],
@@ -812,8 +821,10 @@ async fn a_badly_typed_template_holds_back_only_its_own_deployment() -> anyhow::
         .await
     {
         Err(kube::Error::Api(status))
-            if status.code == 422 && status.message.contains("status.gpus[1]") => {}
-        other => anyhow::bail!("a GpuNode with GPU index 0 twice: expected 422, got {other:?}"),
+            if status
+                .message
+                .contains("duplicate entries for key [index=0]") => {}
+        other => anyhow::bail!("apply of GPU index 0 twice: expected a refusal, got {other:?}"),
     }
     // And the fine deployment keeps its replicas through all of it.
     assert_bound_without_overcommit(&bed.ready("fine", 2).await?, &bed.pool)?;
