@@ -83,6 +83,19 @@ fn describe(pods: &[Pod]) -> String {
     format!("{} live: [{}]", pods.len(), parts.join(", "))
 }
 
+/// A deployment's unplaced count and conditions, for wait messages.
+fn unplaced_and_conditions(status: &gpufleet_api::InferenceDeploymentStatus) -> String {
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+        .collect();
+    format!(
+        "unplacedReplicas {}, conditions {conditions:?}",
+        status.unplaced_replicas
+    )
+}
+
 /// Every live Pod bound to a pool node, no GPU held twice, and the GPU env set.
 fn assert_bound_without_overcommit(pods: &[Pod], pool: &[String]) -> anyhow::Result<()> {
     let mut gpus = BTreeSet::new();
@@ -249,20 +262,7 @@ async fn operator_binds_replicas_scales_and_explains_unplaceable_ones() -> anyho
             });
             Ok(Seen::done_if(
                 status.unplaced_replicas == 1 && degraded,
-                || {
-                    format!(
-                        "unplacedReplicas {}, conditions {:?}",
-                        status.unplaced_replicas,
-                        status
-                            .conditions
-                            .iter()
-                            .map(|c| format!(
-                                "{}={} {}: {}",
-                                c.type_, c.status, c.reason, c.message
-                            ))
-                            .collect::<Vec<_>>()
-                    )
-                },
+                || unplaced_and_conditions(&status),
             ))
         },
     )
@@ -776,17 +776,7 @@ async fn a_badly_typed_template_holds_back_only_its_own_deployment() -> anyhow::
             });
             Ok(Seen::done_if(
                 named && status.unplaced_replicas == 1,
-                || {
-                    format!(
-                        "unplacedReplicas {}, conditions {:?}",
-                        status.unplaced_replicas,
-                        status
-                            .conditions
-                            .iter()
-                            .map(|c| format!("{}={} {}", c.type_, c.status, c.message))
-                            .collect::<Vec<_>>()
-                    )
-                },
+                || unplaced_and_conditions(&status),
             ))
         },
     )

@@ -47,8 +47,9 @@ fn built_library() -> Result<PathBuf, String> {
 
 /// A private copy of the stand-in configured with `config` (JSON).
 fn standin(test: &str, config: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let directory =
-        std::env::temp_dir().join(format!("gpufleet-standin-{}-{test}", std::process::id()));
+    // Under the target's scratch directory, one per test, overwritten by the next run: a
+    // directory per process in /tmp leaked a 141 MB copy per test and run until the disk filled.
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("standin-{test}"));
     std::fs::create_dir_all(&directory)?;
     let library = directory.join("libnvidia-ml.so.1");
     std::fs::copy(built_library()?, &library)?;
