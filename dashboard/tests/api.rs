@@ -569,9 +569,20 @@ async fn the_application_listens_on_port_0_and_streams_changes() {
     let stream = actix_web::rt::task::spawn_blocking(move || {
         common::http(address, "GET", "/api/v1/events?seconds=2", &[], "")
     });
-    while feed_subscribers(address).await < 1 {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    gpufleet_test_support::wait_every(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(20),
+        "the event stream's subscriber in /healthz",
+        || async {
+            let subscribers = feed_subscribers(address).await;
+            Ok(gpufleet_test_support::Seen::done_if(
+                subscribers >= 1,
+                || format!("{subscribers} subscribers"),
+            ))
+        },
+    )
+    .await
+    .expect("the stream subscribed");
     script.break_gpu(1, 2);
     feed.tick().await;
     let stream = stream.await.expect("join").expect("stream");
