@@ -693,10 +693,18 @@ async fn replicas_spread_over_nodes_by_default_and_pack_with_spread_weight_zero(
     let bed = Bed::new("spread").await?;
     let _operator = bed.operator("a")?;
     let namespace = bed.namespace.name.as_str();
-    let pool = &bed.namespace.name;
+    // The packed deployment gets two empty nodes of its own. Sharing the spread deployment's
+    // nodes made it race their Pods' deletion: a terminating Pod still holds its GPU, so the
+    // packing saw whichever of the old replicas were not gone yet (r0, r3, r4 on one node and
+    // r1, r2 on the other, 3 runs in 10).
+    let packed_pool = format!("{namespace}-packed");
+    let packed_nodes = create_gpu_pool(&bed.client, &packed_pool, 2).await?;
     // Five whole GPUs, no placement option but the pool: one node failing must not take the
     // whole service down.
-    let object = |name: &str, spread: Option<f64>| -> anyhow::Result<InferenceDeployment> {
+    let object = |name: &str,
+                  pool: &str,
+                  spread: Option<f64>|
+     -> anyhow::Result<InferenceDeployment> {
         let mut placement = json!({"nodeSelector": {"gpufleet.io/e2e-pool": pool}});
         if let Some(weight) = spread {
             placement["spreadWeight"] = json!(weight);
@@ -718,26 +726,21 @@ async fn replicas_spread_over_nodes_by_default_and_pack_with_spread_weight_zero(
             .collect()
     };
     bed.api
-        .create(&PostParams::default(), &object("spread", None)?)
+        .create(&PostParams::default(), &object("spread", namespace, None)?)
         .await?;
     let spread = bed.ready("spread", 5).await?;
     assert_bound_without_overcommit(&spread, &bed.pool)?;
     assert_eq!(nodes_of(&spread).len(), 2, "{}", describe(&spread));
-    kubectl(&["delete", "idep/spread", "-n", namespace])?;
-    wait_until(
-        Duration::from_secs(120),
-        "the spread replicas gone",
-        || async {
-            let live = live_pods(&bed.client, namespace, "spread").await?;
-            Ok(Seen::done_if(live.is_empty(), || describe(&live)))
-        },
-    )
-    .await?;
     bed.api
-        .create(&PostParams::default(), &object("packed", Some(0.0))?)
+        .create(
+            &PostParams::default(),
+            &object("packed", &packed_pool, Some(0.0))?,
+        )
         .await?;
     let packed = bed.ready("packed", 5).await?;
+    assert_bound_without_overcommit(&packed, &packed_nodes)?;
     assert_eq!(nodes_of(&packed).len(), 1, "{}", describe(&packed));
+    delete_gpu_pool(&bed.client, &packed_nodes).await;
     bed.finish().await;
     Ok(())
 }
