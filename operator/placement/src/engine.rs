@@ -68,9 +68,10 @@ pub struct Engine {
     /// The zones the fleet's nodes are labelled with, for soft spreading.
     zones: Vec<String>,
     node_by_name: BTreeMap<String, u32>,
-    placements: BTreeMap<String, PlacementRecord>,
+    /// Looked up by id only, never iterated: a hash map keeps a decision's bookkeeping flat.
+    placements: HashMap<String, PlacementRecord>,
     groups: Vec<GroupState>,
-    group_by_name: BTreeMap<String, u32>,
+    group_by_name: HashMap<String, u32>,
     shapes: Vec<ShapeIndex>,
     shape_by_key: BTreeMap<ShapeKey, usize>,
 }
@@ -179,6 +180,8 @@ struct Tracked {
     model: Model,
     /// Σ over nodes, thousandths.
     total: f64,
+    /// Buffers for recomputing one node.
+    scratch: NodeFragments,
 }
 
 /// The workload the engine has seen, decayed, and the mix it scores with now.
@@ -437,9 +440,9 @@ impl Engine {
             allocated_milli: 0,
             nodes: raw_nodes,
             node_by_name,
-            placements: BTreeMap::new(),
+            placements: HashMap::new(),
             groups: Vec::new(),
-            group_by_name: BTreeMap::new(),
+            group_by_name: HashMap::new(),
             shapes: Vec::new(),
             shape_by_key: BTreeMap::new(),
         };
@@ -480,7 +483,11 @@ impl Engine {
                 .unusable;
             total += node.tracked;
         }
-        self.tracked = Some(Tracked { model, total });
+        self.tracked = Some(Tracked {
+            model,
+            total,
+            scratch: NodeFragments::default(),
+        });
         Ok(())
     }
 
@@ -1115,14 +1122,23 @@ impl Engine {
     fn touch(&mut self, node: u32) {
         let state = &mut self.nodes[node as usize];
         state.host_part.set(None);
-        state.fragments = self
-            .model
-            .node(&state.gpus, &state.groups, &Change::NONE, state.host());
+        let host = state.host();
+        self.model.node_into(
+            &state.gpus,
+            &state.groups,
+            &Change::NONE,
+            host,
+            &mut state.fragments,
+        );
         if let Some(tracked) = &mut self.tracked {
-            let value = tracked
-                .model
-                .node(&state.gpus, &state.groups, &Change::NONE, state.host())
-                .unusable;
+            tracked.model.node_into(
+                &state.gpus,
+                &state.groups,
+                &Change::NONE,
+                host,
+                &mut tracked.scratch,
+            );
+            let value = tracked.scratch.unusable;
             tracked.total += value - state.tracked;
             state.tracked = value;
         }

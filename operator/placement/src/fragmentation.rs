@@ -41,6 +41,8 @@
 //! a memory balance term beside the CPU one (no gain); tie-breaks by node fullness or CPU left
 //! (±0.03 points).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -117,6 +119,57 @@ pub(crate) struct Model {
     tasks: Vec<Task>,
     whole_classes: usize,
     headroom_mib: u64,
+    /// The weights of every host, when the mix is small enough to tabulate them.
+    grid: Option<WeightGrid>,
+}
+
+/// Tables of more entries than this (8 MiB) are not built; weights are then stepped task by
+/// task ([`Model::weights_after`]).
+const MAX_GRID_ENTRIES: usize = 1 << 20;
+
+/// [`Model::weights`] of every host, tabulated on the grid of the mix's distinct CPU and memory
+/// needs. A host's weights change only where its free CPU or memory crosses a need, so one
+/// lookup (two binary searches) replaces a pass over every task a replica's CPU and memory
+/// cross. The walk asks for the weights of each node it costs; on Alibaba's openb trace a
+/// replica's CPU crossed dozens of its 151 task types, and stepping through them was a fifth
+/// of a decision.
+#[derive(Debug, Clone)]
+struct WeightGrid {
+    /// The distinct CPU needs of the tasks, ascending.
+    cpu_cuts: Vec<u64>,
+    /// The distinct memory needs, ascending (empty for the FGD measure, which ignores memory).
+    memory_cuts: Vec<u64>,
+    classes: usize,
+    /// By CPU cell, then memory cell, then class.
+    rows: Vec<f64>,
+}
+
+impl WeightGrid {
+    /// How many of `cuts` a free amount holds (`None`, unlimited, holds all).
+    fn cell(cuts: &[u64], free: Option<i64>) -> usize {
+        match free {
+            None => cuts.len(),
+            Some(free) => {
+                cuts.partition_point(|cut| i64::try_from(*cut).unwrap_or(i64::MAX) <= free)
+            }
+        }
+    }
+
+    /// A free amount that holds exactly the first `cell` cuts.
+    fn representative(cuts: &[u64], cell: usize) -> Option<i64> {
+        match cell {
+            0 => Some(-1),
+            cell if cell == cuts.len() => None,
+            cell => Some(i64::try_from(cuts[cell - 1]).unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn row(&self, host: Host) -> &[f64] {
+        let cpu = Self::cell(&self.cpu_cuts, host.cpu_milli);
+        let memory = Self::cell(&self.memory_cuts, host.memory_mib);
+        let start = (cpu * (self.memory_cuts.len() + 1) + memory) * self.classes;
+        &self.rows[start..start + self.classes]
+    }
 }
 
 /// A node's fragmentation and what computing a change to it needs.
@@ -171,49 +224,47 @@ pub(crate) struct HostChange<'a> {
     pub(crate) weights_after: &'a [f64],
 }
 
-/// The GPUs a change touches, before and after it, looked up once for every class. Most
-/// changes touch one GPU, and at most eight fit inline; more spill to the heap.
-struct Touched {
-    inline: [(u8, GpuState, GpuState); 8],
-    count: usize,
-    spilled: Vec<(u8, GpuState, GpuState)>,
+/// The GPUs a change touches, before and after it. Read straight from the change's mask: most
+/// changes touch one GPU, and copying GPU states into a buffer for every class's look cost
+/// more than reading them again.
+struct Touched<'a> {
+    gpus: &'a [GpuState],
+    change: &'a Change<'a>,
 }
 
-impl Touched {
-    fn of(gpus: &[GpuState], change: &Change<'_>) -> Touched {
-        let mut touched = Touched {
-            inline: [(0, GpuState::EMPTY, GpuState::EMPTY); 8],
-            count: 0,
-            spilled: Vec::new(),
-        };
-        let mut mask = change.mask;
-        while mask != 0 {
-            let position = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let entry = (position as u8, gpus[position], change.apply(gpus, position));
-            if touched.count < touched.inline.len() {
-                touched.inline[touched.count] = entry;
-            } else {
-                touched.spilled.push(entry);
-            }
-            touched.count += 1;
-        }
-        touched
+impl<'a> Touched<'a> {
+    fn of(gpus: &'a [GpuState], change: &'a Change<'a>) -> Touched<'a> {
+        Touched { gpus, change }
     }
 
-    fn gpus(&self) -> impl Iterator<Item = (usize, &GpuState, &GpuState)> {
-        self.inline[..self.count.min(self.inline.len())]
-            .iter()
-            .chain(&self.spilled)
-            .map(|(position, old, new)| (usize::from(*position), old, new))
+    /// Whether the change touches no GPU.
+    fn is_empty(&self) -> bool {
+        self.change.mask == 0
+    }
+
+    fn gpus(&self) -> impl Iterator<Item = (usize, GpuState, GpuState)> + '_ {
+        let mut mask = self.change.mask;
+        std::iter::from_fn(move || {
+            if mask == 0 {
+                return None;
+            }
+            let position = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            Some((
+                position,
+                self.gpus[position],
+                self.change.apply(self.gpus, position),
+            ))
+        })
     }
 
     /// The node's free compute share after the change.
-    fn free_after(&self, gpus: &[GpuState]) -> u64 {
+    fn free_after(&self) -> u64 {
         let share = |gpu: &GpuState| u64::from(if gpu.usable() { gpu.free_milli() } else { 0 });
-        let gained: u64 = self.gpus().map(|(_, _, new)| share(new)).sum();
-        let lost: u64 = self.gpus().map(|(_, old, _)| share(old)).sum();
-        (before_free(gpus) + gained).saturating_sub(lost)
+        let (gained, lost) = self.gpus().fold((0, 0), |(gained, lost), (_, old, new)| {
+            (gained + share(&new), lost + share(&old))
+        });
+        (before_free(self.gpus) + gained).saturating_sub(lost)
     }
 }
 
@@ -323,7 +374,7 @@ impl Model {
             .iter()
             .map(|&task| tasks[task].memory_mib)
             .collect();
-        Ok(Model {
+        let mut model = Model {
             cpu_steps,
             memory_steps,
             by_memory,
@@ -334,6 +385,42 @@ impl Model {
             tasks,
             whole_classes,
             headroom_mib,
+            grid: None,
+        };
+        model.grid = model.tabulate();
+        Ok(model)
+    }
+
+    /// The weights of every host cell, or `None` when the table would be too large.
+    fn tabulate(&self) -> Option<WeightGrid> {
+        let distinct = |steps: &[u64]| {
+            let mut cuts = steps.to_vec();
+            cuts.dedup();
+            cuts
+        };
+        let cpu_cuts = distinct(&self.cpu_steps);
+        let memory_cuts = match self.measure {
+            FragmentationMeasure::Fgd => Vec::new(),
+            FragmentationMeasure::Capacity => distinct(&self.memory_steps),
+        };
+        let cells = (cpu_cuts.len() + 1).checked_mul(memory_cuts.len() + 1)?;
+        if cells.checked_mul(self.classes.len())? > MAX_GRID_ENTRIES {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(cells * self.classes.len());
+        for cpu in 0..=cpu_cuts.len() {
+            for memory in 0..=memory_cuts.len() {
+                rows.extend(self.summed_weights(Host {
+                    cpu_milli: WeightGrid::representative(&cpu_cuts, cpu),
+                    memory_mib: WeightGrid::representative(&memory_cuts, memory),
+                }));
+            }
+        }
+        Some(WeightGrid {
+            cpu_cuts,
+            memory_cuts,
+            classes: self.classes.len(),
+            rows,
         })
     }
 
@@ -385,7 +472,16 @@ impl Model {
     /// Per class, the probability that a task of the mix is of the class and fits beside the
     /// GPUs in `host` (one task's CPU, and for gpufleet's measure its memory): the weight of the
     /// class's usable capacity.
+    #[cfg(test)]
     pub(crate) fn weights(&self, host: Host) -> Vec<f64> {
+        match &self.grid {
+            Some(grid) => grid.row(host).to_vec(),
+            None => self.summed_weights(host),
+        }
+    }
+
+    /// [`Model::weights`] by a pass over the tasks.
+    fn summed_weights(&self, host: Host) -> Vec<f64> {
         let mut weights = vec![0.0; self.classes.len()];
         for task in &self.tasks {
             if !fits(host.cpu_milli, task.cpu_milli) {
@@ -399,9 +495,23 @@ impl Model {
         weights
     }
 
-    /// [`Model::weights`] of `host_after` from those of `host` (which holds at least as much):
-    /// only the tasks whose CPU or memory lies between the two are looked at.
-    pub(crate) fn weights_after(&self, weights: &[f64], host: Host, host_after: Host) -> Vec<f64> {
+    /// [`Model::weights`] of `host_after`, given those of `host` (which holds at least as
+    /// much): looked up in the table, or, for mixes too large to tabulate, stepped from
+    /// `weights` over only the tasks whose CPU or memory lies between the two hosts.
+    pub(crate) fn weights_after<'a>(
+        &'a self,
+        weights: &[f64],
+        host: Host,
+        host_after: Host,
+    ) -> Cow<'a, [f64]> {
+        match &self.grid {
+            Some(grid) => Cow::Borrowed(grid.row(host_after)),
+            None => Cow::Owned(self.stepped_weights(weights, host, host_after)),
+        }
+    }
+
+    /// [`Model::weights_after`] by stepping over the tasks between the two hosts.
+    fn stepped_weights(&self, weights: &[f64], host: Host, host_after: Host) -> Vec<f64> {
         let mut after = weights.to_vec();
         let fits_now = |task: &Task| {
             fits(host.cpu_milli, task.cpu_milli)
@@ -441,9 +551,36 @@ impl Model {
         change: &Change<'_>,
         host: Host,
     ) -> NodeFragments {
-        let mut usable = vec![0_u64; self.classes.len()];
-        let mut group_free = vec![0_u8; self.whole_classes * groups.count];
-        let mut offers = vec![0_u64; self.classes.len() * gpus.len()];
+        let mut fragments = NodeFragments::default();
+        self.node_into(gpus, groups, change, host, &mut fragments);
+        fragments
+    }
+
+    /// [`Model::node`] into `fragments`, reusing its buffers: the engine refreshes a node this
+    /// way after every placement on it.
+    pub(crate) fn node_into(
+        &self,
+        gpus: &[GpuState],
+        groups: &Groups,
+        change: &Change<'_>,
+        host: Host,
+        fragments: &mut NodeFragments,
+    ) {
+        let refill = |buffer: &mut Vec<u64>, len: usize| {
+            buffer.clear();
+            buffer.resize(len, 0);
+        };
+        let NodeFragments {
+            usable,
+            groups: group_free,
+            weights,
+            offers,
+            ..
+        } = fragments;
+        refill(usable, self.classes.len());
+        refill(offers, self.classes.len() * gpus.len());
+        group_free.clear();
+        group_free.resize(self.whole_classes * groups.count, 0);
         for position in 0..gpus.len() {
             let gpu = change.apply(gpus, position);
             for (index, class) in self.classes.iter().enumerate() {
@@ -473,22 +610,20 @@ impl Model {
                     .sum();
             }
         }
-        let weights = self.weights(host);
+        weights.clear();
+        match &self.grid {
+            Some(grid) => weights.extend_from_slice(grid.row(host)),
+            None => weights.extend(self.summed_weights(host)),
+        }
         let free = free_milli(gpus, change);
         let unusable = free as f64
             - usable
                 .iter()
-                .zip(&weights)
+                .zip(weights.iter())
                 .map(|(usable, weight)| *usable as f64 * weight)
                 .sum::<f64>();
-        NodeFragments {
-            value: unusable + self.balance_weight * self.cpu_stranded(free, host),
-            unusable,
-            usable,
-            groups: group_free,
-            weights,
-            offers,
-        }
+        fragments.value = unusable + self.balance_weight * self.cpu_stranded(free, host);
+        fragments.unusable = unusable;
     }
 
     /// F after `change` and with `host` free, from the node's cached state: only the GPUs the
@@ -511,7 +646,7 @@ impl Model {
                     weight * self.usable_after(index, before, gpus, groups, &touched) as f64;
             }
         }
-        let free = touched.free_after(gpus);
+        let free = touched.free_after();
         free as f64 - expected_usable + self.balance_weight * self.cpu_stranded(free, host)
     }
 
@@ -534,7 +669,7 @@ impl Model {
                     (now - after) * self.usable_after(index, before, gpus, groups, &touched) as f64;
             }
         }
-        correction + self.balance_rise(touched.free_after(gpus), host.now, host.after)
+        correction + self.balance_rise(touched.free_after(), host.now, host.after)
     }
 
     /// Class `index`'s usable capacity once the touched GPUs change.
@@ -547,12 +682,15 @@ impl Model {
         touched: &Touched,
     ) -> u64 {
         let class = &self.classes[index];
+        if touched.is_empty() {
+            return before.usable[index];
+        }
         match class.request {
             GpuRequest::NoGpu => 0,
             GpuRequest::Fraction { milli, .. } => {
                 let mut usable = before.usable[index];
                 for (position, _, new) in touched.gpus() {
-                    usable = usable + self.fraction_offer(class, milli, new)
+                    usable = usable + self.fraction_offer(class, milli, &new)
                         - before.offers[index * gpus.len() + position];
                 }
                 usable
@@ -563,8 +701,12 @@ impl Model {
                 let mut moves = [(0_u8, 0_i8); crate::state::MAX_GPUS_PER_NODE];
                 let mut moved = 0;
                 for (position, old, new) in touched.gpus() {
-                    let was = old.allocated_milli == 0 && self.eligible(class, old);
-                    let is = new.allocated_milli == 0 && self.eligible(class, new);
+                    // Only a fully free GPU counts for a whole class, before or after.
+                    if old.allocated_milli != 0 && new.allocated_milli != 0 {
+                        continue;
+                    }
+                    let was = old.allocated_milli == 0 && self.eligible(class, &old);
+                    let is = new.allocated_milli == 0 && self.eligible(class, &new);
                     if was != is {
                         moves[moved] = (groups.of[position], if is { 1 } else { -1 });
                         moved += 1;
@@ -828,8 +970,13 @@ mod tests {
                     let full = model.node(&gpus, &groups, &change, after).value;
                     let weights = model.weights(after);
                     let stepped = model.weights_after(&cached.weights, host, after);
-                    for (left, right) in weights.iter().zip(&stepped) {
-                        assert!((left - right).abs() < 1e-12, "{weights:?} vs {stepped:?}");
+                    let summed = model.summed_weights(after);
+                    let walked = model.stepped_weights(&cached.weights, host, after);
+                    for class in 0..weights.len() {
+                        // The table holds exactly the sums; stepping agrees up to rounding.
+                        assert_eq!(weights[class], summed[class], "table vs sum");
+                        assert_eq!(stepped[class], summed[class], "table vs sum");
+                        assert!((walked[class] - summed[class]).abs() < 1e-12, "stepped");
                     }
                     let incremental =
                         model.after(&cached, &gpus, &groups, &change, after, &weights);
@@ -858,6 +1005,78 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_weight_table_holds_the_sum_for_every_host() -> Result<()> {
+        let needs = |cpu: u64, memory: u64| MixEntry {
+            memory_mib: memory,
+            ..entry(HALF, cpu, 1.0 + cpu as f64 / 1000.0)
+        };
+        let entries = vec![
+            needs(0, 0),
+            needs(2_000, 4_096),
+            needs(2_000, 16_384),
+            needs(8_000, 4_096),
+            MixEntry {
+                memory_mib: 32_768,
+                ..entry(WHOLE, 16_000, 2.0)
+            },
+        ];
+        for measure in [FragmentationMeasure::Fgd, FragmentationMeasure::Capacity] {
+            let model = model(entries.clone(), measure)?;
+            assert!(model.grid.is_some());
+            let amounts = [
+                None,
+                Some(-5),
+                Some(0),
+                Some(1_999),
+                Some(2_000),
+                Some(8_000),
+            ];
+            let memories = [
+                None,
+                Some(0),
+                Some(4_095),
+                Some(4_096),
+                Some(20_000),
+                Some(40_000),
+            ];
+            for cpu_milli in amounts {
+                for memory_mib in memories {
+                    let host = Host {
+                        cpu_milli,
+                        memory_mib,
+                    };
+                    assert_eq!(model.weights(host), model.summed_weights(host), "{host:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_mix_too_large_to_tabulate_steps_its_weights() -> Result<()> {
+        // 1,100 distinct CPU and memory needs: 1,101² cells, over the table's limit.
+        let entries = (0..1_100_u64)
+            .map(|step| MixEntry {
+                memory_mib: step * 7,
+                ..entry(HALF, step * 10, 1.0)
+            })
+            .collect();
+        let model = model(entries, FragmentationMeasure::Capacity)?;
+        assert!(model.grid.is_none());
+        let host = Host {
+            cpu_milli: Some(9_000),
+            memory_mib: Some(6_000),
+        };
+        let after = host.minus(1_234, 567);
+        let cached = model.weights(host);
+        let stepped = model.weights_after(&cached, host, after);
+        assert!(matches!(stepped, Cow::Owned(_)));
+        assert!((stepped[0] - model.summed_weights(after)[0]).abs() < 1e-12);
+        assert!(stepped[0] < cached[0]);
         Ok(())
     }
 

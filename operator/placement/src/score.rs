@@ -202,11 +202,9 @@ pub(crate) fn evaluate(
     let weights: Cow<'_, [f64]> = if !fragments || host == node.host {
         Cow::Borrowed(&node.fragments.weights)
     } else {
-        Cow::Owned(
-            scoring
-                .model
-                .weights_after(&node.fragments.weights, node.host, host),
-        )
+        scoring
+            .model
+            .weights_after(&node.fragments.weights, node.host, host)
     };
     let after = After {
         host,

@@ -78,20 +78,6 @@ pub(crate) struct GpuState {
 }
 
 impl GpuState {
-    /// A placeholder, never read (fills fixed-size arrays of GPU states).
-    pub(crate) const EMPTY: GpuState = GpuState {
-        product: 0,
-        health: GpuHealth::Unhealthy,
-        capability: None,
-        topology_group: 0,
-        numa_node: None,
-        capacity_mib: 0,
-        observed_free_mib: None,
-        allocated_milli: 0,
-        allocated_mib: 0,
-        penalty: 0.0,
-    };
-
     pub(crate) fn usable(&self) -> bool {
         self.health != GpuHealth::Unhealthy
     }
